@@ -1,0 +1,155 @@
+"""The one place that knows accelerator names.
+
+Everything else asks this module for the device type, the process-group backend, memory
+statistics and peak FLOP/s, so that NPU, CUDA and CPU runs share every other line of code.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import resource
+import time
+
+import torch
+
+DEVICE_TYPES = ("npu", "cuda", "cpu")
+
+# Process-group backend per device type.
+_DIST_BACKEND = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
+
+# Environment variable that restricts the visible devices, per device type.
+VISIBLE_DEVICES_ENV = {"npu": "ASCEND_RT_VISIBLE_DEVICES", "cuda": "CUDA_VISIBLE_DEVICES"}
+
+# Dense bf16 peak FLOP/s per accelerator, matched by substring of the device name (longest
+# key first). Figures as published by the vendors and used by MindSpeed / VeOmni for MFU.
+PEAK_BF16_FLOPS = {
+    "H100": 989e12,
+    "H800": 989e12,
+    "H200": 989e12,
+    "H20": 148e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40": 181.05e12,
+    "L20": 119.5e12,
+    "B200": 2250e12,
+    "910B": 354e12,
+    "910_93": 354e12,
+}
+
+
+def _npu_available() -> bool:
+    try:
+        importlib.import_module("torch_npu")
+    except ImportError:
+        return False
+    return hasattr(torch, "npu") and torch.npu.is_available()
+
+
+def detect_device_type() -> str:
+    """The best device type on this machine: npu, then cuda, then cpu."""
+    if _npu_available():
+        return "npu"
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def resolve_device_type(requested: str = "auto") -> str:
+    """Turn the config's `training.device` into a concrete device type, or explain why not."""
+    if requested == "auto":
+        return detect_device_type()
+    if requested not in DEVICE_TYPES:
+        raise ValueError(
+            f"training.device={requested!r} is not a device type; use one of auto, {', '.join(DEVICE_TYPES)}"
+        )
+    if requested == "npu" and not _npu_available():
+        raise RuntimeError("training.device=npu but torch_npu is not importable or sees no NPU; "
+                           "install the [npu] extra on an Ascend machine or set training.device=auto")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device=cuda but torch sees no CUDA device; set training.device=auto")
+    return requested
+
+
+def dist_backend(device_type: str) -> str:
+    return _DIST_BACKEND[device_type]
+
+
+def device_module(device_type: str):
+    """torch.cuda / torch.npu, or None on CPU."""
+    if device_type == "cpu":
+        return None
+    return getattr(torch, device_type)
+
+
+def local_device(device_type: str, local_rank: int) -> torch.device:
+    if device_type == "cpu":
+        return torch.device("cpu")
+    device_module(device_type).set_device(local_rank)
+    return torch.device(device_type, local_rank)
+
+
+def synchronize(device_type: str) -> None:
+    mod = device_module(device_type)
+    if mod is not None:
+        mod.synchronize()
+
+
+def reset_peak_memory(device_type: str) -> None:
+    mod = device_module(device_type)
+    if mod is not None:
+        mod.reset_peak_memory_stats()
+
+
+def peak_memory_bytes(device_type: str) -> int:
+    """Peak allocated accelerator memory; on CPU the process's peak resident set size."""
+    mod = device_module(device_type)
+    if mod is not None:
+        return int(mod.max_memory_allocated())
+    # ru_maxrss is in KiB on Linux.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def device_name(device_type: str) -> str:
+    mod = device_module(device_type)
+    if mod is not None:
+        return str(mod.get_device_name())
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def measured_matmul_flops(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 0.3) -> float:
+    """Achievable dense matmul FLOP/s of this CPU, measured (there is no vendor peak for CPUs)."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * size**3 * n / (time.perf_counter() - start)
+
+
+def peak_flops(device_type: str, dtype: torch.dtype = torch.bfloat16) -> tuple[float, str]:
+    """(peak FLOP/s per device, where the figure comes from) for MFU.
+
+    Accelerators use the vendor table; an accelerator missing from it gives 0 (MFU reported as
+    0, and the source says so). The CPU has no published peak, so its achievable matmul rate is
+    measured once per process.
+    """
+    if device_type == "cpu":
+        return measured_matmul_flops(dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32), \
+            "measured cpu matmul"
+    name = device_name(device_type)
+    for key in sorted(PEAK_BF16_FLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_BF16_FLOPS[key], f"table bf16 peak for {key}"
+    return 0.0, f"no peak figure known for device {name!r}"
+
+
+def rank_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from the launcher's environment; single process if unset."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)))

@@ -1,0 +1,17 @@
+"""Fused ops, one file each: a pure-torch reference plus backends behind one dispatch.
+
+Importing this package registers every op; `bind_ops` applies the `ops:` config section.
+"""
+
+from .attention import attention, document_ids_from_cu_seqlens, document_ids_from_position_ids
+from .cross_entropy import IGNORE_INDEX, linear_cross_entropy
+from .dispatch import OPS, Backend, Op, bind_ops, ops_table
+from .rms_norm import rms_norm
+from .rotary import apply_rotary, rope_cos_sin, rope_inv_freq
+from .swiglu import swiglu
+
+__all__ = [
+    "OPS", "Backend", "Op", "bind_ops", "ops_table", "IGNORE_INDEX",
+    "attention", "document_ids_from_cu_seqlens", "document_ids_from_position_ids",
+    "linear_cross_entropy", "rms_norm", "apply_rotary", "rope_cos_sin", "rope_inv_freq", "swiglu",
+]

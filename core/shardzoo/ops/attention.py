@@ -1,0 +1,88 @@
+"""Scaled dot-product attention for decoders: causal, GQA, optional sliding window, packed documents.
+
+Layout is [batch, seq, heads, head_dim] for q, k, v and the output (the flash-attention / NPU TND
+convention; the model never transposes). Key/value heads may be fewer than query heads (GQA):
+query head j reads kv head j // (heads / kv_heads), as HF's repeat_kv does.
+
+Packed rows carry several documents; `document_ids` [B, T] (equal ids = same document) keeps
+attention inside a document. `document_ids_from_position_ids` derives them from position ids
+that restart at 0 for every document, `document_ids_from_cu_seqlens` from cumulative lengths.
+A sliding window of w lets query i see keys i - w < j <= i (HF's convention).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .dispatch import Op
+
+
+def document_ids_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """[B, T] positions restarting at 0 per document -> [B, T] document index."""
+    return torch.cumsum((position_ids == 0).to(torch.int32), dim=-1)
+
+
+def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Cumulative lengths [n_docs + 1] of a packed row of `total` tokens -> [1, total] document index."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    ids = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+    if ids.numel() != total:
+        raise ValueError(f"cu_seqlens covers {ids.numel()} tokens but the row has {total}")
+    return ids[None]
+
+
+def attention_mask(q_len: int, k_len: int, device: torch.device, causal: bool,
+                   sliding_window: Optional[int], document_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Boolean mask, True = attend: [q, k] or [B, 1, q, k] with documents; None if all may attend."""
+    if not causal and sliding_window is None and document_ids is None:
+        return None
+    qi = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
+    kj = torch.arange(k_len, device=device)[None, :]
+    mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
+    if causal:
+        mask &= kj <= qi
+    if sliding_window is not None:
+        mask &= kj > qi - sliding_window
+    if document_ids is not None:
+        same_doc = document_ids[:, -q_len:, None] == document_ids[:, None, :]
+        mask = (mask & same_doc)[:, None]
+    return mask
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
+                        sliding_window: Optional[int] = None, document_ids: Optional[torch.Tensor] = None,
+                        scale: Optional[float] = None) -> torch.Tensor:
+    """Explicit softmax attention in fp32; output in q's dtype."""
+    b, t, hq, d = q.shape
+    hkv = k.shape[2]
+    scale = d ** -0.5 if scale is None else scale
+    qf = q.float().transpose(1, 2)
+    kf = k.float().transpose(1, 2).repeat_interleave(hq // hkv, dim=1)
+    vf = v.float().transpose(1, 2).repeat_interleave(hq // hkv, dim=1)
+    scores = qf @ kf.transpose(-1, -2) * scale
+    mask = attention_mask(t, k.shape[1], q.device, causal, sliding_window, document_ids)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return (probs @ vf).transpose(1, 2).to(q.dtype)
+
+
+attention = Op("attention", attention_reference)
+
+
+@attention.register("sdpa", devices=("cpu", "cuda"), priority=10)
+def attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
+                   sliding_window: Optional[int] = None, document_ids: Optional[torch.Tensor] = None,
+                   scale: Optional[float] = None) -> torch.Tensor:
+    """torch SDPA; the fused is_causal path when there is no window and no documents."""
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    gqa = k.shape[2] != q.shape[2]
+    if sliding_window is None and document_ids is None:
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale, enable_gqa=gqa)
+    else:
+        mask = attention_mask(q.shape[1], k.shape[1], q.device, causal, sliding_window, document_ids)
+        out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    return out.transpose(1, 2)

@@ -1,0 +1,91 @@
+"""Language-model head + cross-entropy, normalised by a caller-given token count.
+
+loss = sum over non-ignored tokens of CE(hidden @ weight.T, target) / normalizer
+
+The trainer passes the number of non-ignored tokens of the whole optimizer step (all
+grad-accumulation micro-batches, all data-parallel ranks) as `normalizer`, so that summing the
+micro-batch losses and the ranks' gradients gives the exact global token mean. Without a
+normalizer the loss is this call's own token mean (HF's per-batch behaviour).
+
+The `chunked` backend never holds more than `chunk_size` rows of fp32 logits: it computes the
+loss and both gradients chunk by chunk in the forward (the gradient of the summed CE w.r.t. the
+logits is softmax - onehot), keeps only grad_hidden [N, H] and grad_weight [V, H], and scales them
+by grad_output in the backward. Same three matmuls as the unfused head, no [N, V] tensor saved.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .dispatch import Op
+
+IGNORE_INDEX = -100
+
+
+def _normalizer(targets: torch.Tensor, normalizer: Optional[float], ignore_index: int) -> torch.Tensor | float:
+    if normalizer is not None:
+        return normalizer
+    return (targets != ignore_index).sum().clamp(min=1)
+
+
+def linear_cross_entropy_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
+                                   normalizer: Optional[float] = None, ignore_index: int = IGNORE_INDEX,
+                                   chunk_size: int = 1024) -> torch.Tensor:
+    """hidden [N, H], weight [V, H], targets [N] -> scalar; full fp32 logits (the truth)."""
+    logits = (hidden @ weight.t()).float()
+    total = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
+    return total / _normalizer(targets, normalizer, ignore_index)
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, normalizer, ignore_index, chunk_size):
+        need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if need_dh else None
+        # fp32 accumulator: many chunks of low-precision partial sums would lose bits.
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_dw else None
+        loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            h = hidden[start:start + chunk_size]
+            t = targets[start:start + chunk_size]
+            logits = (h @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            valid = t != ignore_index
+            safe_t = torch.where(valid, t, torch.zeros_like(t))
+            picked = logits.gather(1, safe_t[:, None]).squeeze(1)
+            loss_sum += ((lse - picked) * valid).sum()
+            if need_dh or need_dw:
+                grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                grad_logits[torch.arange(len(t), device=t.device), safe_t] -= 1.0
+                grad_logits *= valid[:, None]
+                grad_logits = grad_logits.to(h.dtype)
+                if need_dh:
+                    grad_hidden[start:start + chunk_size] = grad_logits @ weight
+                if need_dw:
+                    grad_weight += (grad_logits.t() @ h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.normalizer = normalizer
+        ctx.weight_dtype = weight.dtype
+        return loss_sum / normalizer
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_out / ctx.normalizer
+        dh = (grad_hidden * scale.to(grad_hidden.dtype)) if grad_hidden is not None else None
+        dw = (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None
+        return dh, dw, None, None, None, None
+
+
+linear_cross_entropy = Op("cross_entropy", linear_cross_entropy_reference)
+
+
+@linear_cross_entropy.register("chunked", devices=("npu", "cuda", "cpu"), priority=10)
+def linear_cross_entropy_chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
+                                 normalizer: Optional[float] = None, ignore_index: int = IGNORE_INDEX,
+                                 chunk_size: int = 1024) -> torch.Tensor:
+    norm = _normalizer(targets, normalizer, ignore_index)
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, norm, ignore_index, chunk_size)

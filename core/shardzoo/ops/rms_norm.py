@@ -1,0 +1,26 @@
+"""RMSNorm: y = w * normalise(x) with the statistics in fp32 (Qwen3 / Llama numerics)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .dispatch import Op
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Normalise in fp32, cast back to the input dtype, then scale: the weight multiply happens in
+    # the activation dtype, which is what the HF reference does and matters in bf16.
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+rms_norm = Op("rms_norm", rms_norm_reference)
+
+
+@rms_norm.register("native", devices=("cpu", "cuda"))
+def rms_norm_native(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # torch's fused kernel; it applies the weight before rounding to the input dtype, so in bf16
+    # it differs from the reference by one rounding (exact in fp32). Opt-in, never auto.
+    return F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype), eps)

@@ -1,0 +1,70 @@
+"""FSDP2 application: pattern-selected units, mixed precision, prefetch, offload, root last."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+from ..config import ParallelConfig
+from .patterns import match_modules
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+def to_dtype(name: str | None) -> torch.dtype | None:
+    return None if name is None else _DTYPES[name]
+
+
+def mixed_precision_policy(p: ParallelConfig) -> MixedPrecisionPolicy:
+    return MixedPrecisionPolicy(param_dtype=to_dtype(p.param_dtype), reduce_dtype=to_dtype(p.reduce_dtype),
+                                output_dtype=to_dtype(p.output_dtype), cast_forward_inputs=p.cast_forward_inputs)
+
+
+def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelConfig) -> list[str]:
+    """Shard each module matched by fsdp_modules (innermost first), then `root` last.
+
+    `model` is what the patterns name (the HF-shaped model: `model.layers.{*}`); `root` is the
+    module whose forward the trainer calls (the task wrapping `model`), so the remaining
+    parameters (embeddings, final norm, head) are gathered by the root unit. Returns the names of
+    the wrapped units in model order.
+    """
+    ignored_params: set[nn.Parameter] = set()
+    if p.ignored_modules:
+        for _, module in match_modules(model, p.ignored_modules, "parallel.ignored_modules"):
+            ignored_params.update(module.parameters())
+    offload = CPUOffloadPolicy(pin_memory=p.pin_memory) if p.offload_to_cpu else OffloadPolicy()
+    common = dict(mesh=mesh, mp_policy=mixed_precision_policy(p), offload_policy=offload,
+                  ignored_params=ignored_params or None)
+
+    units = [(n, m) for n, m in match_modules(model, p.fsdp_modules, "parallel.fsdp_modules")
+             if any(q not in ignored_params for q in m.parameters())]
+    # Children must be sharded before the units that contain them.
+    for _, module in sorted(units, key=lambda nm: -nm[0].count(".")):
+        fully_shard(module, reshard_after_forward=p.reshard_after_forward, **common)
+    fully_shard(root, reshard_after_forward=p.reshard_after_forward, **common)
+
+    modules = [m for _, m in units]
+    _set_prefetch(modules, p.num_to_forward_prefetch, p.num_to_backward_prefetch)
+    # The loss is already divided by the global token count, so gradients must be summed, not
+    # averaged, over the data-parallel ranks.
+    for module in [*modules, root]:
+        module.set_gradient_divide_factor(1.0)
+    return [n for n, _ in units]
+
+
+def _set_prefetch(units: list[nn.Module], forward: int, backward: int) -> None:
+    """Explicit prefetch: unit i all-gathers the next `forward` units' params in forward and the
+    previous `backward` units' in backward (on top of FSDP2's implicit one-ahead prefetch)."""
+    for i, unit in enumerate(units):
+        assert isinstance(unit, FSDPModule)
+        if forward:
+            nxt = units[i + 1:i + 1 + forward]
+            if nxt:
+                unit.set_modules_to_forward_prefetch(nxt)
+        if backward:
+            prev = units[max(0, i - backward):i][::-1]
+            if prev:
+                unit.set_modules_to_backward_prefetch(prev)

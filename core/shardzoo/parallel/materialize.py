@@ -1,0 +1,65 @@
+"""Meta-device models made real: per-parameter deterministic init or weights, shard by shard.
+
+Every rank computes a parameter's full value (from the seed and the parameter's name, or from
+the checkpoint), keeps only its own shard, and drops the rest before the next parameter, so no
+rank ever holds the whole model and the result is identical for any world size.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+InitFn = Callable[[str, torch.Size, torch.Generator], torch.Tensor]
+
+
+@torch.no_grad()
+def copy_full_into(param: torch.Tensor, full: torch.Tensor, name: str = "") -> None:
+    """Write a full (unsharded) value into a possibly sharded parameter."""
+    if tuple(full.shape) != tuple(param.shape):
+        raise ValueError(f"{name}: checkpoint tensor has shape {tuple(full.shape)}, model expects {tuple(param.shape)}")
+    if isinstance(param, DTensor):
+        local = distribute_tensor(full.to(param.device, param.dtype), param.device_mesh, param.placements,
+                                  src_data_rank=None).to_local()
+        param.to_local().copy_(local)
+    else:
+        param.copy_(full.to(param.device, param.dtype))
+
+
+def default_init(std: float) -> InitFn:
+    """Normal(0, std) for matrices, ones for norm weights, zeros for biases and other vectors."""
+    def init(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+        if len(shape) >= 2:
+            return torch.randn(shape, generator=gen) * std
+        leaf = name.rsplit(".", 2)
+        if name.endswith("weight") and len(leaf) >= 2 and "norm" in leaf[-2]:
+            return torch.ones(shape)
+        return torch.zeros(shape)
+    return init
+
+
+def init_parameters(model: nn.Module, seed: int, init_fn: InitFn) -> None:
+    for name, param in model.named_parameters():
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        copy_full_into(param, init_fn(name, param.shape, gen), name)
+
+
+def load_parameters(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """Fill every parameter from (name, full tensor) pairs; missing or unexpected names are errors."""
+    params = dict(model.named_parameters())
+    seen, unexpected = set(), []
+    for name, full in tensors:
+        if name not in params:
+            unexpected.append(name)
+            continue
+        copy_full_into(params[name], full, name)
+        seen.add(name)
+    missing = sorted(set(params) - seen)
+    if missing or unexpected:
+        raise KeyError(f"weights in {source} do not match the model: missing {missing[:20]}"
+                       f"{' ...' if len(missing) > 20 else ''} ({len(missing)}); unexpected {unexpected[:20]}"
+                       f"{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)})")

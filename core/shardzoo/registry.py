@@ -1,0 +1,85 @@
+"""Model registry: model packages register a ModelSpec under the entry-point group `shardzoo.models`.
+
+Core never imports a model package by name. Lookup order (as MindSpeed-MM's model hub): explicit
+`model.model_id`, then config.json `architectures[0]`, then `model_type`; no match means the
+AutoModelForCausalLM path ("path one").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable, Optional
+
+import torch.nn as nn
+
+from .checkpoint.adapter import StateDictAdapter
+from .config import ConfigError
+from .parallel.materialize import InitFn
+
+ENTRY_POINT_GROUP = "shardzoo.models"
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """Which modules get what, as data (module patterns, see parallel/patterns.py)."""
+
+    fsdp_modules: tuple[str, ...] = ("model.layers.{*}",)
+    recompute_modules: tuple[str, ...] = ("model.layers.{*}",)
+    ep_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    """The `model_id` users write."""
+    config_class: type
+    """transformers PretrainedConfig subclass this package serves."""
+    model_class: type
+    architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    build_model: Callable[[Any], nn.Module]
+    """config -> model; called under torch.device('meta'), so it must not touch data."""
+    init_fn: Callable[[Any], InitFn]
+    """config -> per-parameter init for train_from_scratch."""
+    flops_per_token: Callable[[Any, int], float]
+    """(config, sequence length) -> training FLOPs per token (forward + backward), for MFU."""
+    tiny_config: Callable[[], Any]
+    adapter: StateDictAdapter = field(default_factory=StateDictAdapter)
+    plan: ParallelPlan = field(default_factory=ParallelPlan)
+    task: str = "causal_lm"
+
+
+def registered() -> dict[str, Any]:
+    """model_id -> entry point, for every installed model package."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_spec(model_id: str) -> ModelSpec:
+    eps = registered()
+    if model_id not in eps:
+        known = ", ".join(sorted(eps)) or "none installed"
+        raise ConfigError(f"model.model_id: {model_id!r} is not a registered model package (registered: {known}); "
+                          f"install shardzoo-{model_id} or remove model_id to use the AutoModel path")
+    spec = eps[model_id].load()
+    if not isinstance(spec, ModelSpec) or spec.name != model_id:
+        raise TypeError(f"entry point {ENTRY_POINT_GROUP}:{model_id} must point at a ModelSpec named {model_id!r}, "
+                        f"got {spec!r}")
+    return spec
+
+
+def find_spec(model_id: Optional[str], hf_config: dict) -> Optional[ModelSpec]:
+    """The spec serving this model, or None for the AutoModel path."""
+    if model_id is not None:
+        return load_spec(model_id)
+    specs = [load_spec(name) for name in registered()]
+    archs = hf_config.get("architectures") or []
+    if archs:
+        for spec in specs:
+            if archs[0] in spec.architectures:
+                return spec
+    model_type = hf_config.get("model_type")
+    for spec in specs:
+        if model_type in spec.model_types:
+            return spec
+    return None

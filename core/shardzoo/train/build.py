@@ -1,0 +1,143 @@
+"""Build the model for training: config -> (registered package | AutoModel) -> parallelize -> weights.
+
+The parallelize checklist runs in the fixed order of DESIGN.md (TP -> EP -> CP -> recompute ->
+FSDP; only recompute and FSDP exist so far). Registered models are built on the meta device
+and materialised shard by shard; the AutoModel path builds the HF model on the CPU first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+from torch.distributed.device_mesh import DeviceMesh
+
+from ..checkpoint import iter_safetensors
+from ..config import Config, ConfigError, resolve_path
+from ..parallel import apply_fsdp, apply_recompute
+from ..parallel.materialize import init_parameters, load_parameters
+from ..registry import ModelSpec, find_spec
+from .task import TASKS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuiltModel:
+    model: nn.Module
+    """The HF-shaped model (module names as in the checkpoint)."""
+    task: nn.Module
+    """The FSDP root the trainer calls: batch -> loss."""
+    spec: Optional[ModelSpec]
+    hf_config: Any
+    fsdp_units: list[str]
+    recomputed: list[str]
+    flops_per_token: Callable[[int], float]
+
+
+def hf_config_dict(cfg: Config) -> dict:
+    m = cfg.model
+    raw: dict = {}
+    if m.model_name_or_path is not None:
+        path = resolve_path(m.model_name_or_path) / "config.json"
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"model.model_name_or_path: {path} is not valid JSON: {exc}") from None
+    raw.update(m.hf_config)
+    return raw
+
+
+def make_hf_config(raw: dict, spec: Optional[ModelSpec], trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    raw = dict(raw)
+    if spec is not None:
+        raw.pop("model_type", None)
+        return spec.config_class(**raw)
+    model_type = raw.pop("model_type", None)
+    if model_type is None:
+        raise ConfigError("model.hf_config: no model_type; the AutoModel path needs config.json's model_type "
+                          "(or set model.model_id to a registered package)")
+    return AutoConfig.for_model(model_type, trust_remote_code=trust_remote_code, **raw)
+
+
+def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
+    """6 x non-embedding parameters + 12 L H T attention, for models without a package formula."""
+    embed = model.get_input_embeddings()
+    tied = embed.weight is model.get_output_embeddings().weight
+    n = sum(p.numel() for p in model.parameters()) - (0 if tied else embed.weight.numel())
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    return lambda seq_len: 6 * n + 12 * layers * hidden * seq_len
+
+
+def resolve_model(cfg: Config) -> tuple[Optional[ModelSpec], Any]:
+    """(registered spec or None for the AutoModel path, HF config) - cheap, before any weights."""
+    raw = hf_config_dict(cfg)
+    spec = find_spec(cfg.model.model_id, raw)
+    return spec, make_hf_config(raw, spec, cfg.model.trust_remote_code)
+
+
+def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, mesh: DeviceMesh,
+                device: torch.device) -> BuiltModel:
+    m, p = cfg.model, cfg.parallel
+
+    if spec is not None:
+        with torch.device("meta"):
+            model = spec.build_model(hf_config)
+        plan = spec.plan
+        flops = lambda seq_len: spec.flops_per_token(hf_config, seq_len)  # noqa: E731
+    else:
+        model = _build_auto_model(cfg, hf_config)
+        plan = None
+        flops = generic_flops_per_token(model, hf_config)
+
+    # Parallelize checklist: (TP, EP, CP not yet available) -> recompute -> FSDP.
+    recomputed = []
+    if p.recompute or (p.recompute is None and p.recompute_modules):
+        patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
+        recomputed = apply_recompute(model, patterns, p.use_reentrant)
+    task_cls = TASKS[spec.task if spec else "causal_lm"]
+    task = task_cls(model, cfg.ops.loss_chunk_size)
+    fsdp_patterns = p.fsdp_modules or list(plan.fsdp_modules if plan else ["model.layers.{*}"])
+    units = apply_fsdp(task, model, mesh, dataclasses.replace(p, fsdp_modules=fsdp_patterns))
+
+    if spec is not None:
+        task.to_empty(device="cpu" if p.offload_to_cpu else device)
+        if m.train_from_scratch:
+            init_parameters(model, cfg.training.seed, spec.init_fn(hf_config))
+        else:
+            path = resolve_path(m.model_name_or_path)
+            load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
+    return BuiltModel(model, task, spec, hf_config, units, recomputed, flops)
+
+
+def _build_auto_model(cfg: Config, hf_config) -> nn.Module:
+    """Path one: any HF causal LM, built in fp32 on the CPU (every rank builds the same model from
+    the seed; FSDP then keeps each rank's shard). Registered packages avoid the full CPU copy."""
+    from transformers import AutoModelForCausalLM
+
+    m = cfg.model
+    if m.train_from_scratch:
+        torch.manual_seed(cfg.training.seed)
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32,
+                                                 trust_remote_code=m.trust_remote_code)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(resolve_path(m.model_name_or_path)), config=hf_config,
+                                                     dtype=torch.float32, trust_remote_code=m.trust_remote_code)
+    if not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
+        raise ConfigError(f"model: {type(model).__name__} has no decoder/output head to train as a causal LM")
+    return model
+
+
+def check_vocab(hf_config, tokenizer, tokenizer_path: str) -> None:
+    if len(tokenizer) > hf_config.vocab_size:
+        raise ConfigError(f"model.tokenizer_name_or_path: the tokenizer at {tokenizer_path} has {len(tokenizer)} "
+                          f"tokens but the model's vocab_size is {hf_config.vocab_size}; use the model's tokenizer "
+                          "or raise vocab_size")
+

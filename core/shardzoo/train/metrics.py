@@ -1,0 +1,78 @@
+"""Per-step metrics to the console, a JSONL file (flushed every line) and TensorBoard if installed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+
+class MetricsWriter:
+    def __init__(self, output_dir: str, enabled: bool):
+        self.enabled = enabled
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self._file = None
+        self._tb = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._tb.add_scalar(key, value, record["step"])
+
+    def console(self, record: dict) -> None:
+        if self.enabled:
+            parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
+            tqdm.write(" | ".join(parts))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Throughput:
+    """Tokens/s and MFU over the window since the last report."""
+
+    def __init__(self, world: int, peak_flops_per_device: float):
+        self.world = world
+        self.peak = peak_flops_per_device
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens = 0
+        self.flops = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, tokens: int, flops: float) -> None:
+        self.tokens += tokens
+        self.flops += flops
+
+    def report(self) -> dict:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {"tokens_per_s": self.tokens / elapsed,
+               "tokens_per_s_per_device": self.tokens / elapsed / self.world,
+               "mfu": (self.flops / elapsed / (self.peak * self.world)) if self.peak else 0.0}
+        self.reset()
+        return out
+
+
+def gib(n_bytes: Optional[int]) -> float:
+    return (n_bytes or 0) / 2**30
