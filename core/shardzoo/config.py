@@ -266,7 +266,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         raw.setdefault(section, {})
         if raw[section] is None:
             raw[section] = {}
-        raw[section][key] = yaml.safe_load(text)
+        try:
+            raw[section][key] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override --{dotted}: {text!r} is not a YAML value ({exc.problem}); quote items with "
+                              "braces, e.g. --parallel.fsdp_modules \"['model.layers.{*}']\"") from None
     return raw
 
 

@@ -1,0 +1,150 @@
+"""Every backend that can run here against its op's pure-torch reference, forward and backward."""
+
+import pytest
+import torch
+
+from shardzoo.config import ConfigError
+from shardzoo.ops import OPS, apply_rotary, document_ids_from_cu_seqlens, document_ids_from_position_ids
+from shardzoo.ops.attention import attention_reference, attention_sdpa
+from shardzoo.ops.cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
+from shardzoo.ops.rms_norm import rms_norm_native, rms_norm_reference
+from shardzoo.ops.rotary import apply_rotary_reference, rope_cos_sin, rope_inv_freq
+
+# fp32 tolerances: the backends reorder fp32 reductions (matmul blocking, fused softmax), which
+# moves results by a few ulp of values of order 1-10; 1e-5 absolute leaves a margin of ~10x.
+FP32 = dict(atol=1e-5, rtol=1e-5)
+# bf16 has an 8-bit mantissa: one rounding of an O(1) value is up to 2^-8 = 3.9e-3 relative.
+BF16 = dict(atol=1e-2, rtol=1.6e-2)
+
+
+def run_with_grads(fn, *inputs, **kwargs):
+    inputs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+    out = fn(*inputs, **kwargs)
+    # randn(shape), not randn_like: the latter follows the output's strides, so a transposed
+    # output would get its probe values in another logical order.
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out.float() * probe).sum().backward()
+    return out, [x.grad for x in inputs if x.is_floating_point()]
+
+
+def assert_parity(ref, backend, inputs, tol, **kwargs):
+    out_r, grads_r = run_with_grads(ref, *inputs, **kwargs)
+    out_b, grads_b = run_with_grads(backend, *inputs, **kwargs)
+    torch.testing.assert_close(out_b, out_r, **tol)
+    for g_b, g_r in zip(grads_b, grads_r):
+        torch.testing.assert_close(g_b, g_r, **tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])
+def test_rms_norm_native(dtype, tol):
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 5, 64, dtype=dtype), 1 + 0.1 * torch.randn(64, dtype=dtype)
+    assert_parity(rms_norm_reference, rms_norm_native, (x, w), tol, eps=1e-6)
+
+
+def test_rms_norm_reference_matches_definition():
+    x, w = torch.tensor([[3.0, 4.0]]), torch.tensor([2.0, 0.5])
+    rms = ((9 + 16) / 2) ** 0.5
+    torch.testing.assert_close(rms_norm_reference(x, w, 0.0), torch.tensor([[2 * 3 / rms, 0.5 * 4 / rms]]))
+
+
+def attention_cases():
+    pos_packed = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4]])
+    return [
+        dict(),
+        dict(sliding_window=3),
+        dict(document_ids=document_ids_from_position_ids(pos_packed)),
+        dict(document_ids=document_ids_from_position_ids(pos_packed), sliding_window=2),
+    ]
+
+
+@pytest.mark.parametrize("case", attention_cases())
+@pytest.mark.parametrize("hq,hkv", [(4, 4), (4, 2), (6, 1)])
+def test_attention_sdpa(case, hq, hkv):
+    torch.manual_seed(0)
+    b = 1 if "document_ids" in case else 2
+    q, k, v = torch.randn(b, 12, hq, 16), torch.randn(b, 12, hkv, 16), torch.randn(b, 12, hkv, 16)
+    assert_parity(attention_reference, attention_sdpa, (q, k, v), FP32, **case)
+
+
+def test_attention_reference_semantics():
+    """Explicit checks of the mask rules on the reference itself."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 6, 2, 8), torch.randn(1, 6, 1, 8), torch.randn(1, 6, 1, 8)
+    out = attention_reference(q, k, v)
+    assert torch.allclose(out[0, 0], v[0, 0].expand(2, 8))  # first token sees only itself
+    # changing a future key never changes earlier outputs (causality)
+    k2 = k.clone()
+    k2[0, 5] += 10
+    assert torch.equal(attention_reference(q, k2, v)[0, :5], out[0, :5])
+    # window 1: each token sees only itself
+    torch.testing.assert_close(attention_reference(q, k, v, sliding_window=1), v.expand(1, 6, 2, 8))
+    # documents: the first token of the second document sees only itself
+    docs = document_ids_from_position_ids(torch.tensor([[0, 1, 2, 0, 1, 2]]))
+    torch.testing.assert_close(attention_reference(q, k, v, document_ids=docs)[0, 3], v[0, 3].expand(2, 8))
+
+
+def test_document_ids_from_cu_seqlens():
+    ids = document_ids_from_cu_seqlens(torch.tensor([0, 3, 5, 9]), 9)
+    assert ids.tolist() == [[0, 0, 0, 1, 1, 2, 2, 2, 2]]
+    assert (document_ids_from_position_ids(torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])) - 1).tolist() == ids.tolist()
+    with pytest.raises(ValueError, match="covers 9 tokens but the row has 10"):
+        document_ids_from_cu_seqlens(torch.tensor([0, 3, 5, 9]), 10)
+
+
+@pytest.mark.parametrize("mode", ["half", "interleave"])
+def test_rotary_is_a_rotation_of_pairs(mode):
+    """Against the complex-number form of rope: pair (a, b) at angle p*f becomes (a + ib) e^{i p f}."""
+    torch.manual_seed(0)
+    d, theta = 16, 1e4
+    x = torch.randn(2, 5, 3, d)
+    pos = torch.arange(5)[None].expand(2, 5)
+    cos, sin = rope_cos_sin(pos, rope_inv_freq(d, theta), torch.float32, mode=mode)
+    out = apply_rotary_reference(x, cos, sin, mode=mode)
+    if mode == "half":
+        pairs = torch.complex(x[..., : d // 2], x[..., d // 2:])
+    else:
+        pairs = torch.complex(x[..., 0::2], x[..., 1::2])
+    angles = pos[..., None, None].float() * rope_inv_freq(d, theta)
+    rotated = pairs * torch.polar(torch.ones_like(angles), angles)
+    expected = torch.cat([rotated.real, rotated.imag], -1) if mode == "half" else \
+        torch.stack([rotated.real, rotated.imag], -1).flatten(-2)
+    torch.testing.assert_close(out, expected, **FP32)
+    torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1), **FP32)  # rotations keep the norm
+    torch.testing.assert_close(apply_rotary(x, cos, sin, mode=mode), out)  # dispatch reaches the reference
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_chunked_cross_entropy(dtype, tol, chunk):
+    torch.manual_seed(0)
+    n, h, v = 50, 32, 97
+    hidden, weight = torch.randn(n, h, dtype=dtype), torch.randn(v, h, dtype=dtype) * 0.3
+    targets = torch.randint(0, v, (n,))
+    targets[::4] = -100
+    for normalizer in (None, 123.0):
+        assert_parity(linear_cross_entropy_reference, linear_cross_entropy_chunked, (hidden, weight, targets), tol,
+                      normalizer=normalizer, chunk_size=chunk)
+
+
+def test_cross_entropy_normaliser_semantics():
+    torch.manual_seed(0)
+    hidden, weight, targets = torch.randn(10, 8), torch.randn(20, 8), torch.randint(0, 20, (10,))
+    targets[:4] = -100
+    mean = linear_cross_entropy_chunked(hidden, weight, targets)
+    total = linear_cross_entropy_chunked(hidden, weight, targets, normalizer=1.0)
+    torch.testing.assert_close(total / 6, mean)
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets, ignore_index=-100)
+    torch.testing.assert_close(mean, ref, **FP32)
+
+
+def test_every_op_has_a_reference_and_explicit_choices_fail_loudly():
+    assert {"rms_norm", "rotary", "attention", "swiglu", "cross_entropy"} <= set(OPS)
+    for op in OPS.values():
+        assert "reference" in op.backends
+    with pytest.raises(ConfigError, match="ops.attention: unknown backend 'flash'; choose auto or one of"):
+        OPS["attention"].select("cpu", "flash")
+    with pytest.raises(ConfigError, match=r"ops.rms_norm=native: cannot run here \(runs on cpu, cuda, not npu\)"):
+        OPS["rms_norm"].select("npu", "native")
+    assert OPS["attention"].select("cpu").name == "sdpa"
+    assert OPS["attention"].select("npu").name == "reference"

@@ -1,0 +1,75 @@
+"""Sessions: test-core, test-qwen3, tests (all), lint, bench, tune-qwen3-tiny.
+
+torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
+later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
+SHARDZOO_TORCH_INDEX at a CPU index, e.g. https://download.pytorch.org/whl/cpu.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = os.environ.get("SHARDZOO_TORCH", "torch==2.13.0")
+TORCH_INDEX = os.environ.get("SHARDZOO_TORCH_INDEX")
+MODELS = ["qwen3"]
+
+
+def install(session: nox.Session, models: list[str], *extra: str) -> None:
+    if TORCH_INDEX:
+        session.install(TORCH, "--index-url", TORCH_INDEX)
+    else:
+        session.install(TORCH)
+    editable = ["-e", "core"]
+    for model in models:
+        editable += ["-e", f"models/{model}"]
+    session.install(*editable, *extra)
+
+
+def pytest(session: nox.Session, *paths: str) -> None:
+    session.run("pytest", *paths, *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session(name="test-core")
+def test_core(session: nox.Session) -> None:
+    """Core unit tests (config, ops, parallel, data, trainer) and repo-level tests."""
+    install(session, MODELS, "pytest")
+    pytest(session, "core/tests", "tests")
+
+
+@nox.session(name="test-qwen3")
+def test_qwen3(session: nox.Session) -> None:
+    """Qwen3: parity vs transformers, golden loss, FSDP2 equivalence, launch script."""
+    install(session, ["qwen3"], "pytest")
+    pytest(session, "models/qwen3/tests")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Everything CI runs."""
+    install(session, MODELS, "pytest")
+    pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS])
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "core", "models", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks that print figures (step time and memory vs the transformers reference)."""
+    install(session, MODELS)
+    session.run("python", "models/qwen3/benchmarks/bench_step.py", *session.posargs)
+
+
+@nox.session(name="tune-qwen3-tiny")
+def tune_qwen3_tiny(session: nox.Session) -> None:
+    """The main job: a tiny Qwen3 fine-tune on the CPU with the sample data."""
+    install(session, ["qwen3"])
+    session.run("bash", "models/qwen3/tune_tiny.sh", *session.posargs, external=True)
