@@ -49,9 +49,11 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelC
     modules = [m for _, m in units]
     _set_prefetch(modules, p.num_to_forward_prefetch, p.num_to_backward_prefetch)
     # The loss is already divided by the global token count, so gradients must be summed, not
-    # averaged, over the data-parallel ranks.
+    # averaged, over the data-parallel ranks. Plain SUM also sidesteps PREMUL_SUM, which gloo and
+    # HCCL do not implement.
     for module in [*modules, root]:
         module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)
     return [n for n, _ in units]
 
 
