@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import torch.distributed as dist
@@ -15,21 +14,15 @@ def init_distributed(device_type: str, timeout_s: int = 1800) -> tuple[int, int,
     """Initialise the default process group (also for a single process); returns (rank, local_rank, world)."""
     rank, local_rank, world = devices.rank_info()
     if not dist.is_initialized():
-        if world == 1:
-            # A lone process still gets a group so FSDP2 and the collectives have one code path.
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
         backend = devices.dist_backend(device_type)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        if world == 1:
+            # A lone process still gets a group so FSDP2 and the collectives have one code path;
+            # an in-memory store needs no port (nothing to collide with other runs).
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout)
     return rank, local_rank, world
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_data_parallel_mesh(device_type: str, replicate: int, shard: int) -> DeviceMesh:

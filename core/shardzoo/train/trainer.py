@@ -61,18 +61,21 @@ def _all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
 
 
 def train(cfg: Config) -> TrainResult:
+    # Everything checkable from the config alone fails here, before any process group exists.
     validate_paths(cfg)
     device_type = devices.resolve_device_type(cfg.training.device)
+    mesh_shape(cfg, devices.rank_info()[2])
+    spec, hf_config = resolve_model(cfg)
     owns_group = not dist.is_initialized()
     rank, local_rank, world = init_distributed(device_type)
     try:
-        return _train(cfg, device_type, rank, local_rank, world)
+        return _train(cfg, spec, hf_config, device_type, rank, local_rank, world)
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: Config, device_type: str, rank: int, local_rank: int, world: int) -> TrainResult:
+def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank: int, world: int) -> TrainResult:
     t = cfg.training
     replicate, shard = mesh_shape(cfg, world)
     device = devices.local_device(device_type, local_rank)
@@ -82,7 +85,6 @@ def _train(cfg: Config, device_type: str, rank: int, local_rank: int, world: int
     tok_path = cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path
     tokenizer = load_tokenizer(tok_path, cfg.model.trust_remote_code)
     samples = build_sft_samples(cfg.data, tokenizer)
-    spec, hf_config = resolve_model(cfg)
     check_vocab(hf_config, tokenizer, tok_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batches = StepBatches(samples, rank=rank, world=world, batch_size=t.per_device_train_batch_size,
