@@ -112,7 +112,7 @@ class TrainingConfig:
     max_steps: int = -1
     """-1: run num_train_epochs; otherwise stop after this many optimizer steps."""
     save_steps: int = 0
-    """0: save only at the end."""
+    """Checkpoint interval; only 0 is accepted until checkpoint saving lands (the run says it saved nothing)."""
     logging_steps: int = 1
     device: Literal["auto", "npu", "cuda", "cpu"] = "auto"
     progress_bar: bool = True
@@ -127,7 +127,7 @@ class OpsConfig:
     attention: str = OP_BACKEND_AUTO
     swiglu: str = OP_BACKEND_AUTO
     cross_entropy: str = OP_BACKEND_AUTO
-    loss_chunk_size: int = 1024
+    loss_chunk_size: int = 512
     """Tokens per chunk of the fused linear + cross-entropy (bounds the fp32 logits held at once)."""
 
 
@@ -374,7 +374,8 @@ def validate_values(cfg: Config) -> None:
     _require(t.max_grad_norm >= 0, "training.max_grad_norm: must be >= 0 (0 disables clipping)")
     _require(t.max_steps > 0 or (t.max_steps == -1 and t.num_train_epochs > 0),
              "training.max_steps: set a positive step count, or -1 with training.num_train_epochs > 0")
-    _require(t.save_steps >= 0, "training.save_steps: must be >= 0 (0 saves only at the end)")
+    _require(t.save_steps == 0, f"training.save_steps={t.save_steps}: checkpoint saving is not available in this "
+             "version of shardzoo; set training.save_steps: 0 (metrics are still written to output_dir)")
     _require(t.logging_steps >= 1, "training.logging_steps: must be >= 1")
     _require(o.loss_chunk_size >= 1, "ops.loss_chunk_size: must be >= 1")
     _require(p.fsdp_size == "auto" or p.fsdp_size >= 1, f"parallel.fsdp_size: {p.fsdp_size} must be >= 1 or 'auto'")

@@ -103,12 +103,20 @@ def reset_peak_memory(device_type: str) -> None:
 
 
 def peak_memory_bytes(device_type: str) -> int:
-    """Peak allocated accelerator memory; on CPU the process's peak resident set size."""
+    """Peak allocated accelerator memory; on CPU the process's high-water resident set size."""
     mod = device_module(device_type)
     if mod is not None:
         return int(mod.max_memory_allocated())
-    # ru_maxrss is in KiB on Linux.
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    # VmHWM belongs to this address space; ru_maxrss survives exec on Linux, so a launched
+    # worker would report its launcher's peak.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
 def device_name(device_type: str) -> str:

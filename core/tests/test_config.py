@@ -54,6 +54,7 @@ def test_wrong_type_names_key(minimal_raw, section, key, value, message):
     ("training", "min_lr", 1.0, "training.min_lr"),
     ("training", "warmup_ratio", 1.5, "training.warmup_ratio"),
     ("training", "max_steps", 0, "training.max_steps"),
+    ("training", "save_steps", 100, "training.save_steps=100: checkpoint saving is not available"),
     ("parallel", "ep_size", 2, r"parallel.ep_size=2: expert parallel is not available"),
     ("parallel", "cp_size", 4, "parallel.cp_size=4"),
     ("parallel", "tp_size", 2, "parallel.tp_size=2"),

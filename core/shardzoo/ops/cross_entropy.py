@@ -52,20 +52,27 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start:start + chunk_size]
             t = targets[start:start + chunk_size]
             logits = (h @ weight.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
             valid = t != ignore_index
             safe_t = torch.where(valid, t, torch.zeros_like(t))
             picked = logits.gather(1, safe_t[:, None]).squeeze(1)
+            # log-sum-exp in place: one [chunk, V] fp32 buffer is all the chunk ever holds.
+            row_max = logits.amax(dim=-1, keepdim=True)
+            exp = logits.sub_(row_max).exp_()
+            row_sum = exp.sum(dim=-1, keepdim=True)
+            lse = (row_max + row_sum.log()).squeeze(1)
             loss_sum += ((lse - picked) * valid).sum()
             if need_dh or need_dw:
-                grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                grad_logits = exp.div_(row_sum)  # softmax
                 grad_logits[torch.arange(len(t), device=t.device), safe_t] -= 1.0
                 grad_logits *= valid[:, None]
                 grad_logits = grad_logits.to(h.dtype)
                 if need_dh:
                     grad_hidden[start:start + chunk_size] = grad_logits @ weight
                 if need_dw:
-                    grad_weight += (grad_logits.t() @ h).float()
+                    if h.dtype == torch.float32:
+                        grad_weight.addmm_(grad_logits.t(), h)  # no [V, H] temporary
+                    else:
+                        grad_weight += (grad_logits.t() @ h).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.normalizer = normalizer
         ctx.weight_dtype = weight.dtype

@@ -156,4 +156,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     finally:
         bar.close()
         writer.close()
+    if is_main:
+        log.warning("no checkpoint written: checkpoint saving is not available in this version "
+                    "(metrics are in %s)", writer.path)
     return result

@@ -6,7 +6,7 @@ Both sides start from the same weights and run forward, backward and an AdamW st
 batch (fp32, batch 1). Ours is the model under the causal-LM task (chunked linear + CE); theirs
 is HF's forward with labels (SDPA attention, full fp32 logits). Step time: both models in one
 process, steps alternated, median reported. Peak memory: each side in a fresh subprocess,
-peak RSS of the process minus its RSS right after imports (weights, optimizer state and the
+high-water RSS (VmHWM) of the process minus its RSS right after imports (weights, optimizer state and the
 step's activations are all inside the difference).
 """
 
@@ -23,6 +23,9 @@ import time
 
 import torch
 
+from shardzoo.config import OpsConfig
+from shardzoo.device import peak_memory_bytes
+
 CONFIG = dict(vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
               num_attention_heads=4, num_key_value_heads=2, head_dim=64, rope_theta=1e6, rms_norm_eps=1e-6,
               max_position_embeddings=4096, tie_word_embeddings=False)
@@ -33,7 +36,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def build(seq: int):
+def build(seq: int, chunk: int):
     from transformers import Qwen3Config, Qwen3ForCausalLM as HF
 
     from shardzoo_qwen3 import Qwen3ForCausalLM
@@ -46,15 +49,18 @@ def build(seq: int):
     targets = torch.cat([ids[:, 1:], torch.full((1, 1), -100)], 1)
     n = float((targets != -100).sum())
 
-    def make_ours():
+    def make_ours(state=None):
         model = Qwen3ForCausalLM(config)
-        model.load_state_dict(HF(config).state_dict())
-        task = CausalLMTask(model, chunk_size=1024)
+        if state is not None:
+            model.load_state_dict(state)
+        task = CausalLMTask(model, chunk_size=chunk)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         return lambda: _step(opt, lambda: task(ids, targets, normalizer=n))
 
-    def make_hf():
+    def make_hf(state=None):
         model = HF(config).train()
+        if state is not None:
+            model.load_state_dict(state)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         return lambda: _step(opt, lambda: model(input_ids=ids, labels=ids).loss)
 
@@ -69,18 +75,18 @@ def _step(opt, loss_fn) -> float:
     return loss.item()
 
 
-def measure_memory(side: str, seq: int, steps: int) -> None:
+def measure_memory(side: str, seq: int, chunk: int, steps: int) -> None:
     base = rss_bytes()
-    make_ours, make_hf = build(seq)
+    make_ours, make_hf = build(seq, chunk)
     step = make_ours() if side == "ours" else make_hf()
     for _ in range(steps):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_bytes": peak - base}))
+    print(json.dumps({"peak_bytes": peak_memory_bytes("cpu") - base}))
 
 
-def memory_of(side: str, seq: int, steps: int) -> int:
-    out = subprocess.run([sys.executable, __file__, "--memory", side, "--seq", str(seq), "--steps", str(steps)],
+def memory_of(side: str, seq: int, chunk: int, steps: int) -> int:
+    out = subprocess.run([sys.executable, __file__, "--memory", side, "--seq", str(seq), "--chunk", str(chunk),
+                          "--steps", str(steps)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
@@ -90,14 +96,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--chunk", type=int, default=None, help="ops.loss_chunk_size for ours (default: the config default)")
     parser.add_argument("--memory", choices=["ours", "hf"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    chunk = args.chunk or OpsConfig().loss_chunk_size
     if args.memory:
-        measure_memory(args.memory, args.seq, 2)
+        measure_memory(args.memory, args.seq, chunk, 2)
         return
 
-    make_ours, make_hf = build(args.seq)
-    ours, hf = make_ours(), make_hf()
+    make_ours, make_hf = build(args.seq, chunk)
+    torch.manual_seed(1)
+    from transformers import Qwen3Config, Qwen3ForCausalLM as HF
+    state = HF(Qwen3Config(**CONFIG)).state_dict()  # the same weights on both sides
+    ours, hf = make_ours(state), make_hf(state)
+    del state
     loss_ours, loss_hf = ours(), hf()  # warm-up step; also the first losses, which must agree
     times = {"ours": [], "hf": []}
     for _ in range(args.steps):
@@ -106,11 +118,11 @@ def main() -> None:
             step()
             times[name].append(time.perf_counter() - start)
     del ours, hf
-    mem = {side: memory_of(side, args.seq, 2) for side in ("ours", "hf")}
+    mem = {side: memory_of(side, args.seq, chunk, 2) for side in ("ours", "hf")}
     t_ours, t_hf = statistics.median(times["ours"]), statistics.median(times["hf"])
     result = {
         "benchmark": "qwen3 training step (fwd+bwd+AdamW), fp32, CPU",
-        "config": {**CONFIG, "seq": args.seq, "batch": 1, "steps": args.steps},
+        "config": {**CONFIG, "seq": args.seq, "batch": 1, "steps": args.steps, "loss_chunk_size": chunk},
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "first_step_loss": {"ours": loss_ours, "hf": loss_hf},
