@@ -58,7 +58,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "core", "models", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "core", "models", "tests", "data", "benchmarks", "noxfile.py")
 
 
 @nox.session

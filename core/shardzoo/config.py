@@ -165,6 +165,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# Schema types checked by isinstance alone: type -> (accepts, what the error says is expected).
+_PLAIN_TYPES = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    dict: (lambda v: isinstance(v, dict), "a mapping"),
+}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return value checked against tp (ints accepted for floats), or raise ConfigError."""
     origin = typing.get_origin(tp)
@@ -190,14 +199,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None:
             return None
         raise ConfigError(f"{key}: expected null, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -207,14 +208,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
+    if tp in _PLAIN_TYPES:
+        accepts, description = _PLAIN_TYPES[tp]
+        if accepts(value):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if tp is dict:
-        if isinstance(value, dict):
-            return value
-        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        raise ConfigError(f"{key}: expected {description}, got {value!r}")
     raise AssertionError(f"schema type {tp!r} of {key} has no checker")
 
 
@@ -379,7 +377,8 @@ def validate_values(cfg: Config) -> None:
     _require(t.logging_steps >= 1, "training.logging_steps: must be >= 1")
     _require(o.loss_chunk_size >= 1, "ops.loss_chunk_size: must be >= 1")
     _require(p.fsdp_size == "auto" or p.fsdp_size >= 1, f"parallel.fsdp_size: {p.fsdp_size} must be >= 1 or 'auto'")
-    _require(p.fsdp_modules is None or len(p.fsdp_modules) > 0, "parallel.fsdp_modules: must name at least one module pattern "
+    _require(p.fsdp_modules is None or len(p.fsdp_modules) > 0,
+             "parallel.fsdp_modules: must name at least one module pattern "
              "(e.g. model.layers.{*})")
     _require(p.num_to_forward_prefetch >= 0 and p.num_to_backward_prefetch >= 0,
              "parallel.num_to_forward_prefetch/num_to_backward_prefetch: must be >= 0")

@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 import yaml
-
 from shardzoo.config import config_from_dict
 from shardzoo.train import train
 from shardzoo.train.task import CausalLMTask

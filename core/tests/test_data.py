@@ -2,7 +2,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from shardzoo.config import ConfigError, DataConfig
 from shardzoo.data import DataError, StepBatches, build_sft_samples, collate, load_tokenizer
 from shardzoo.data.dataset_info import DatasetSource
@@ -61,7 +60,8 @@ def test_bad_json_and_bad_turns(tmp_path):
 
 
 def test_qwen3_template_masks_everything_but_assistant_turns(tokenizer):
-    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "a1"},
             {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
     segments = qwen3(msgs, tokenizer.eos_token)
     text = "".join(s for s, _ in segments)
@@ -69,7 +69,7 @@ def test_qwen3_template_masks_everything_but_assistant_turns(tokenizer):
                     "a1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n"
                     "<think>\n\n</think>\n\na2<|im_end|>\n")
     sample = tokenize_conversation(segments, tokenizer, cutoff_len=1000, train_on_prompt=False)
-    trained = tokenizer.decode([t for t, l in zip(sample.input_ids, sample.labels) if l != -100])
+    trained = tokenizer.decode([t for t, lab in zip(sample.input_ids, sample.labels) if lab != -100])
     assert trained == "a1<|im_end|>\n<think>\n\n</think>\n\na2<|im_end|>\n"
     assert tokenizer.decode(sample.input_ids) == text
     short = tokenize_conversation(segments, tokenizer, cutoff_len=9, train_on_prompt=True)

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from shardzoo.train.lr_schedule import build_scheduler, lr_at, warmup_steps
 
 

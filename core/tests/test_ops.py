@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from shardzoo.config import ConfigError
 from shardzoo.ops import OPS, apply_rotary, document_ids_from_cu_seqlens, document_ids_from_position_ids
 from shardzoo.ops.attention import attention_reference, attention_sdpa

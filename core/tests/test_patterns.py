@@ -1,6 +1,5 @@
 import pytest
 import torch.nn as nn
-
 from shardzoo.parallel import match_modules, pattern_to_regex
 
 

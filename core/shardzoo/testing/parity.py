@@ -18,6 +18,7 @@ def assert_grads_close(ours: nn.Module, ref: nn.Module, *, name_map=lambda n: n,
         assert mine is not None, f"parameter {name} has no counterpart {name_map(name)!r} in {type(ours).__name__}"
         assert (p.grad is None) == (mine.grad is None), f"{name}: gradient present on one side only"
         if p.grad is not None:
-            torch.testing.assert_close(mine.grad, p.grad, atol=atol, rtol=rtol, msg=lambda m: f"grad of {name}: {m}")
+            torch.testing.assert_close(mine.grad, p.grad, atol=atol, rtol=rtol,
+                                       msg=lambda m, name=name: f"grad of {name}: {m}")
             checked += 1
     return checked

@@ -22,7 +22,6 @@ import sys
 import time
 
 import torch
-
 from shardzoo.config import OpsConfig
 from shardzoo.device import peak_memory_bytes
 
@@ -37,10 +36,10 @@ def rss_bytes() -> int:
 
 
 def build(seq: int, chunk: int):
-    from transformers import Qwen3Config, Qwen3ForCausalLM as HF
-
-    from shardzoo_qwen3 import Qwen3ForCausalLM
     from shardzoo.train.task import CausalLMTask
+    from shardzoo_qwen3 import Qwen3ForCausalLM
+    from transformers import Qwen3Config
+    from transformers import Qwen3ForCausalLM as HF
 
     config = Qwen3Config(**CONFIG)
     config._attn_implementation = "sdpa"
@@ -96,7 +95,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    parser.add_argument("--chunk", type=int, default=None, help="ops.loss_chunk_size for ours (default: the config default)")
+    parser.add_argument("--chunk", type=int, default=None, help="ops.loss_chunk_size for ours (default: the config's)")
     parser.add_argument("--memory", choices=["ours", "hf"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     chunk = args.chunk or OpsConfig().loss_chunk_size
@@ -106,7 +105,8 @@ def main() -> None:
 
     make_ours, make_hf = build(args.seq, chunk)
     torch.manual_seed(1)
-    from transformers import Qwen3Config, Qwen3ForCausalLM as HF
+    from transformers import Qwen3Config
+    from transformers import Qwen3ForCausalLM as HF
     state = HF(Qwen3Config(**CONFIG)).state_dict()  # the same weights on both sides
     ours, hf = make_ours(state), make_hf(state)
     del state

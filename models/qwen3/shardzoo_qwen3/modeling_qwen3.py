@@ -20,9 +20,8 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from transformers import Qwen3Config
-
 from shardzoo import ops
+from transformers import Qwen3Config
 
 
 def rope_theta(config: Qwen3Config) -> float:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from transformers import Qwen3Config
-
 from shardzoo.checkpoint import StateDictAdapter
 from shardzoo.parallel.materialize import default_init
 from shardzoo.registry import ModelSpec, ParallelPlan
+from transformers import Qwen3Config
 
 from .modeling_qwen3 import Qwen3ForCausalLM, head_dim
 

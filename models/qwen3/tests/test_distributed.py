@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from shardzoo.testing import run_training
 
 REPO = Path(__file__).resolve().parents[3]

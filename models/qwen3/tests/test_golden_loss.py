@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from shardzoo.config import load_config
 from shardzoo.testing import compare_golden, write_golden
 from shardzoo.train import train

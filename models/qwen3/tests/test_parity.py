@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
-from transformers import Qwen3ForCausalLM as HFQwen3
-
 from shardzoo.checkpoint import iter_safetensors
 from shardzoo.parallel.materialize import load_parameters
 from shardzoo.testing import assert_grads_close
 from shardzoo_qwen3 import SPEC, Qwen3ForCausalLM, tiny_config
+from transformers import Qwen3ForCausalLM as HFQwen3
 
 # fp32 end to end; the two models order reductions differently (SDPA vs eager softmax, fp32
 # matmul blocking), observed differences are ~2e-7 on logits of order 1. 2e-5 keeps a margin of

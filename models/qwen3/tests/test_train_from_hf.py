@@ -6,12 +6,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import Qwen3ForCausalLM as HFQwen3
-
 from shardzoo.config import config_from_dict
 from shardzoo.parallel import build_data_parallel_mesh, init_distributed
 from shardzoo.train.build import build_model, resolve_model
 from shardzoo_qwen3 import tiny_config
+from transformers import Qwen3ForCausalLM as HFQwen3
 
 REPO = Path(__file__).resolve().parents[3]
 
