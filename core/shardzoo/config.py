@@ -19,6 +19,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .device import DEVICE_TYPES
+
 
 class ConfigError(ValueError):
     """A user-fixable problem in a config file or override."""
@@ -114,7 +116,7 @@ class TrainingConfig:
     save_steps: int = 0
     """Checkpoint interval; only 0 is accepted until checkpoint saving lands (the run says it saved nothing)."""
     logging_steps: int = 1
-    device: Literal["auto", "npu", "cuda", "cpu"] = "auto"
+    device: Literal[("auto", *DEVICE_TYPES)] = "auto"
     progress_bar: bool = True
 
 

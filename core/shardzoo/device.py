@@ -14,7 +14,8 @@ import time
 
 import torch
 
-DEVICE_TYPES = ("npu", "cuda", "cpu")
+NPU, CUDA, CPU = "npu", "cuda", "cpu"
+DEVICE_TYPES = (NPU, CUDA, CPU)
 
 # Process-group backend per device type.
 _DIST_BACKEND = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}

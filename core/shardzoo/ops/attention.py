@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..device import CPU, CUDA
 from .dispatch import Op
 
 
@@ -73,7 +74,7 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
 attention = Op("attention", attention_reference)
 
 
-@attention.register("sdpa", devices=("cpu", "cuda"), priority=10)
+@attention.register("sdpa", devices=(CPU, CUDA), priority=10)
 def attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
                    sliding_window: Optional[int] = None, document_ids: Optional[torch.Tensor] = None,
                    scale: Optional[float] = None) -> torch.Tensor:

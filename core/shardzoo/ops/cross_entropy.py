@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..device import DEVICE_TYPES
 from .dispatch import Op
 
 IGNORE_INDEX = -100
@@ -90,7 +91,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 linear_cross_entropy = Op("cross_entropy", linear_cross_entropy_reference)
 
 
-@linear_cross_entropy.register("chunked", devices=("npu", "cuda", "cpu"), priority=10)
+@linear_cross_entropy.register("chunked", devices=DEVICE_TYPES, priority=10)
 def linear_cross_entropy_chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
                                  normalizer: Optional[float] = None, ignore_index: int = IGNORE_INDEX,
                                  chunk_size: int = 1024) -> torch.Tensor:

@@ -14,9 +14,10 @@ from typing import Callable, Optional
 import torch
 
 from ..config import OP_BACKEND_AUTO, ConfigError
+from ..device import DEVICE_TYPES
 
 REFERENCE = "reference"
-ALL_DEVICES = ("npu", "cuda", "cpu")
+ALL_DEVICES = DEVICE_TYPES
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..device import CPU, CUDA
 from .dispatch import Op
 
 
@@ -19,7 +20,7 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
 rms_norm = Op("rms_norm", rms_norm_reference)
 
 
-@rms_norm.register("native", devices=("cpu", "cuda"))
+@rms_norm.register("native", devices=(CPU, CUDA))
 def rms_norm_native(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # torch's fused kernel; it applies the weight before rounding to the input dtype, so in bf16
     # it differs from the reference by one rounding (exact in fp32). Opt-in, never auto.
