@@ -26,7 +26,6 @@ class ConfigError(ValueError):
     """A user-fixable problem in a config file or override."""
 
 
-DTYPE_NAMES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
 DtypeName = Literal["fp32", "float32", "bf16", "bfloat16", "fp16", "float16"]
 OP_BACKEND_AUTO = "auto"
 

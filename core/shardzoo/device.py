@@ -20,9 +20,6 @@ DEVICE_TYPES = (NPU, CUDA, CPU)
 # Process-group backend per device type.
 _DIST_BACKEND = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
 
-# Environment variable that restricts the visible devices, per device type.
-VISIBLE_DEVICES_ENV = {"npu": "ASCEND_RT_VISIBLE_DEVICES", "cuda": "CUDA_VISIBLE_DEVICES"}
-
 # Dense bf16 peak FLOP/s per accelerator, matched by substring of the device name (longest
 # key first). Figures as published by the vendors and used by MindSpeed / VeOmni for MFU.
 PEAK_BF16_FLOPS = {

@@ -26,14 +26,15 @@ from .dispatch import Op
 IGNORE_INDEX = -100
 
 
-def _normalizer(targets: torch.Tensor, normalizer: Optional[float], ignore_index: int) -> torch.Tensor | float:
+def _normalizer(targets: torch.Tensor, normalizer: Optional[float | torch.Tensor],
+                ignore_index: int) -> torch.Tensor | float:
     if normalizer is not None:
         return normalizer
     return (targets != ignore_index).sum().clamp(min=1)
 
 
 def linear_cross_entropy_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                                   normalizer: Optional[float] = None, ignore_index: int = IGNORE_INDEX,
+                                   normalizer: Optional[float | torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
                                    chunk_size: int = 1024) -> torch.Tensor:
     """hidden [N, H], weight [V, H], targets [N] -> scalar; full fp32 logits (the truth)."""
     logits = (hidden @ weight.t()).float()
@@ -93,7 +94,7 @@ linear_cross_entropy = Op("cross_entropy", linear_cross_entropy_reference)
 
 @linear_cross_entropy.register("chunked", devices=DEVICE_TYPES, priority=10)
 def linear_cross_entropy_chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                                 normalizer: Optional[float] = None, ignore_index: int = IGNORE_INDEX,
+                                 normalizer: Optional[float | torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
                                  chunk_size: int = 1024) -> torch.Tensor:
     norm = _normalizer(targets, normalizer, ignore_index)
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, norm, ignore_index, chunk_size)

@@ -21,7 +21,7 @@ class CausalLMTask(nn.Module):
         self.model = model
         self.chunk_size = chunk_size
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float | torch.Tensor) -> torch.Tensor:
         out = self.model.get_decoder()(input_ids=input_ids)
         hidden = out if isinstance(out, torch.Tensor) else out[0]
         weight = self.model.get_output_embeddings().weight

@@ -120,8 +120,9 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     try:
         for step in range(steps):
             micro_batches = [b.to(device) for b in next(data)]
+            # Stays on the device: the loss divides by it without a host sync.
             normalizer = _all_reduce_sum(torch.tensor(float(sum(b.num_targets for b in micro_batches)),
-                                                      device=device)).item()
+                                                      device=device))
             loss_sum = torch.zeros((), device=device)
             for i, batch in enumerate(micro_batches):
                 # Reduce-scatter gradients once per step, on the last micro-batch.

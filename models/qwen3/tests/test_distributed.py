@@ -11,10 +11,12 @@ REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "models/qwen3/configs/tune_qwen3_tiny.yaml"
 COMMON = ["--training.max_steps", "6", "--training.logging_steps", "1", "--data.max_samples", "96"]
 # Same samples per step, summed gradients over ranks, loss over the global token count: the runs
-# differ only in fp32 summation order (per-rank partial sums, reduce-scatter), ~1e-7 relative
-# per step; 1e-5 over 6 steps leaves ~10x margin and is far below any real error (a wrong
-# normaliser changes the loss by > 1e-2).
+# differ only in fp32 summation order (per-rank partial sums, reduce-scatter). Measured here:
+# loss 1.5e-7 relative, grad norm 1.1e-5 relative (a norm of small sharded sums). The bounds
+# below keep ~10x margin and are far below any real error (a wrong normaliser moves the loss
+# by > 1e-2).
 RTOL = 1e-5
+GRAD_NORM_RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def test_fsdp2_two_ranks_equals_one_process(single, tmp_path):
                        overrides=COMMON + ["--training.per_device_train_batch_size", "4"])
     assert len(two) == len(single) == 6
     assert losses(two) == pytest.approx(losses(single), rel=RTOL)
-    assert [r["grad_norm"] for r in two] == pytest.approx([r["grad_norm"] for r in single], rel=1e-4)
+    assert [r["grad_norm"] for r in two] == pytest.approx([r["grad_norm"] for r in single], rel=GRAD_NORM_RTOL)
 
 
 def test_grad_accumulation_equals_big_batch(single, tmp_path):
