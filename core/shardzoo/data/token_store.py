@@ -23,7 +23,9 @@ from typing import Optional
 import numpy as np
 
 META = "meta.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: offsets stream to offsets.bin (1 held them in offsets.npy). Part of the cache fingerprint, so a
+store in an older format is rebuilt instead of misread."""
 DEFAULT_SHARD_TOKENS = 1 << 28
 
 
