@@ -1,15 +1,26 @@
-"""Read HF safetensors checkpoints tensor by tensor (single file, or sharded with an index)."""
+"""Read HF safetensors checkpoints tensor by tensor (single file, or sharded with an index).
+
+The reader parses the safetensors header itself and reads each tensor with one `readinto` into
+its final buffer: no memory map, so the page cache of a 100 GB checkpoint never counts towards
+a rank's resident memory, and at most one full tensor is held at a time. safetensors holds
+raw little-endian bytes plus a JSON header, so reading it never executes code.
+"""
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Iterator
 
 import torch
-from safetensors import safe_open
 
 INDEX_NAME = "model.safetensors.index.json"
+
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+_MAX_HEADER = 100 * 2**20
 
 
 def safetensors_files(model_dir: str | Path) -> list[Path]:
@@ -32,9 +43,53 @@ def safetensors_files(model_dir: str | Path) -> list[Path]:
     return files
 
 
+def read_header(path: Path) -> tuple[dict, int]:
+    """(tensor entries, offset of the data section); a malformed or truncated file names itself."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ValueError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(_MAX_HEADER, size - 8):
+            raise ValueError(f"{path}: header length {n} does not fit the file's {size} bytes (corrupted or "
+                             "truncated); re-download or re-export it")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: safetensors header is not valid JSON ({exc}); the file is corrupted") from None
+    header.pop("__metadata__", None)
+    data_start = 8 + n
+    for name, info in header.items():
+        if info.get("dtype") not in DTYPES:
+            raise ValueError(f"{path}: tensor {name} has dtype {info.get('dtype')!r}, which shardzoo cannot read "
+                             f"(known: {', '.join(DTYPES)})")
+        end = data_start + info["data_offsets"][1]
+        if end > size:
+            raise ValueError(f"{path}: tensor {name} ends at byte {end} but the file has {size} bytes (truncated); "
+                             "re-download or re-export it")
+    return header, data_start
+
+
+def read_tensor(f, name: str, info: dict, data_start: int, path: Path) -> torch.Tensor:
+    begin, end = info["data_offsets"]
+    tensor = torch.empty(info["shape"], dtype=DTYPES[info["dtype"]])
+    flat = tensor.reshape(-1).view(torch.uint8)
+    if flat.numel() != end - begin:
+        raise ValueError(f"{path}: tensor {name} holds {end - begin} bytes, but shape {info['shape']} "
+                         f"{info['dtype']} needs {flat.numel()}; the file is corrupted")
+    if flat.numel():
+        f.seek(data_start + begin)
+        got = f.readinto(memoryview(flat.numpy()))
+        if got != flat.numel():
+            raise ValueError(f"{path}: tensor {name}: read {got} of {flat.numel()} bytes (truncated)")
+    return tensor
+
+
 def iter_safetensors(model_dir: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor, one at a time, so memory stays at one tensor."""
+    """(name, tensor) for every tensor, one at a time, in file order."""
     for path in safetensors_files(model_dir):
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                yield key, f.get_tensor(key)
+        header, data_start = read_header(path)
+        with open(path, "rb", buffering=0) as f:
+            for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+                yield name, read_tensor(f, name, info, data_start, path)
