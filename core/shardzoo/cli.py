@@ -1,11 +1,13 @@
-"""`shardzoo train|ops|models` (export and new-model arrive with their issues)."""
+"""`shardzoo train|export|ops|models` (new-model arrives with its issue)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
+from .checkpoint.manifest import CheckpointError
 from .config import ConfigError, load_config
 
 
@@ -15,6 +17,25 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     train(cfg)
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoint.export import export_hf
+
+    export_hf(Path(args.checkpoint), Path(args.out_dir), dtype=args.dtype,
+              max_shard_bytes=args.max_shard_size, overwrite=args.overwrite)
+    print(f"wrote {args.out_dir}")
+    return 0
+
+
+def parse_size(text: str) -> int:
+    """'5GB', '500MB', '1.5G', '1048576' -> bytes (powers of 1024, as HF's max_shard_size)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 5GB, 500MB or 1048576")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
 
 
 def _ops(args: argparse.Namespace) -> int:
@@ -56,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("config")
     p_train.add_argument("overrides", nargs=argparse.REMAINDER)
     p_train.set_defaults(fn=_train)
+    p_export = sub.add_parser("export", help="write a checkpoint's model as a Hugging Face folder")
+    p_export.add_argument("checkpoint", help="checkpoint-<step> directory, or an output_dir (its newest checkpoint)")
+    p_export.add_argument("out_dir")
+    p_export.add_argument("--format", choices=["hf"], required=True)
+    p_export.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                          help="auto: config.json's dtype, else the trained dtype")
+    p_export.add_argument("--max-shard-size", default="5GB", type=parse_size, help="largest weight file (5GB)")
+    p_export.add_argument("--overwrite", action="store_true", help="replace a non-empty out_dir")
+    p_export.set_defaults(fn=_export)
     p_ops = sub.add_parser("ops", help="print the fused ops and the backend bound on this machine")
     p_ops.add_argument("--device", default="auto")
     p_ops.set_defaults(fn=_ops)
@@ -68,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except CheckpointError as exc:
+        print(f"checkpoint error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

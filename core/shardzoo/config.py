@@ -153,7 +153,18 @@ class TrainingConfig:
     max_steps: int = -1
     """-1: run num_train_epochs; otherwise stop after this many optimizer steps."""
     save_steps: int = 0
-    """Checkpoint interval; only 0 is accepted until checkpoint saving lands (the run says it saved nothing)."""
+    """Save a checkpoint every this many optimizer steps and at the end; 0 saves none (SIGTERM still saves)."""
+    save_total_limit: Optional[int] = None
+    """Keep only the newest N checkpoints (older ones are deleted after a save completes); null keeps all."""
+    save_checksums: bool = True
+    """Store a CRC32 per checkpoint file and verify it on resume (catches corrupted bytes, not only truncation)."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint in output_dir if there is one; none: start fresh
+    (refused when output_dir already holds checkpoints); or the path of a checkpoint directory."""
+    export_hf_at_end: bool = False
+    """After the final checkpoint, also write a Hugging Face model folder to <output_dir>/hf."""
+    export_dtype: Literal[("auto", *typing.get_args(DtypeName))] = "auto"
+    """dtype of exported weights: auto (config.json's dtype, else the trained dtype), float32, bfloat16, float16."""
     logging_steps: int = 1
     device: Literal[("auto", *DEVICE_TYPES)] = "auto"
     progress_bar: bool = True
@@ -414,8 +425,10 @@ def validate_values(cfg: Config) -> None:
     _require(t.max_grad_norm >= 0, "training.max_grad_norm: must be >= 0 (0 disables clipping)")
     _require(t.max_steps > 0 or (t.max_steps == -1 and t.num_train_epochs > 0),
              "training.max_steps: set a positive step count, or -1 with training.num_train_epochs > 0")
-    _require(t.save_steps == 0, f"training.save_steps={t.save_steps}: checkpoint saving is not available in this "
-             "version of shardzoo; set training.save_steps: 0 (metrics are still written to output_dir)")
+    _require(t.save_steps >= 0, f"training.save_steps: {t.save_steps} must be >= 0 (0 saves no checkpoints)")
+    _require(t.save_total_limit is None or t.save_total_limit >= 1,
+             f"training.save_total_limit: {t.save_total_limit} must be >= 1 or null (keep all)")
+    _require(t.resume.strip() != "", "training.resume: empty; use auto, none or a checkpoint directory")
     _require(t.logging_steps >= 1, "training.logging_steps: must be >= 1")
     _require(o.loss_chunk_size >= 1, "ops.loss_chunk_size: must be >= 1")
     _require(p.fsdp_size == "auto" or p.fsdp_size >= 1, f"parallel.fsdp_size: {p.fsdp_size} must be >= 1 or 'auto'")
@@ -463,7 +476,11 @@ def resolve_path(path: str) -> Path:
 
 def validate_paths(cfg: Config) -> None:
     """Checks that every path the run needs exists (called before the model is built)."""
-    m = cfg.model
+    m, t = cfg.model, cfg.training
+    if t.resume not in ("auto", "none"):
+        rdir = resolve_path(t.resume)
+        _require(rdir.is_dir(), f"training.resume: {rdir} is not a directory; give a checkpoint directory "
+                 "(e.g. <output_dir>/checkpoint-100), auto or none")
     if m.model_name_or_path is not None:
         mdir = resolve_path(m.model_name_or_path)
         _require(mdir.is_dir(), f"model.model_name_or_path: {mdir} is not a directory; point it at a "

@@ -11,6 +11,7 @@ import importlib
 import os
 import resource
 import time
+from typing import Optional
 
 import torch
 
@@ -92,6 +93,16 @@ def synchronize(device_type: str) -> None:
     mod = device_module(device_type)
     if mod is not None:
         mod.synchronize()
+
+
+def get_rng_state(device_type: str) -> Optional[torch.Tensor]:
+    """The current accelerator's generator state (uint8 tensor), or None on CPU."""
+    mod = device_module(device_type)
+    return None if mod is None else mod.get_rng_state()
+
+
+def set_rng_state(device_type: str, state: torch.Tensor) -> None:
+    device_module(device_type).set_rng_state(state)
 
 
 def reset_peak_memory(device_type: str) -> None:

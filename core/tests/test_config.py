@@ -53,7 +53,9 @@ def test_wrong_type_names_key(minimal_raw, section, key, value, message):
     ("training", "min_lr", 1.0, "training.min_lr"),
     ("training", "warmup_ratio", 1.5, "training.warmup_ratio"),
     ("training", "max_steps", 0, "training.max_steps"),
-    ("training", "save_steps", 100, "training.save_steps=100: checkpoint saving is not available"),
+    ("training", "save_steps", -1, "training.save_steps: -1 must be >= 0"),
+    ("training", "save_total_limit", 0, "training.save_total_limit: 0 must be >= 1"),
+    ("training", "export_dtype", "int8", "training.export_dtype"),
     ("parallel", "ep_size", 2, r"parallel.ep_size=2: expert parallel is not available"),
     ("parallel", "cp_size", 4, "parallel.cp_size=4"),
     ("parallel", "tp_size", 2, "parallel.tp_size=2"),
@@ -104,6 +106,10 @@ def test_missing_paths(minimal_raw, tmp_path):
         validate_paths(build(raw))
     with pytest.raises(ConfigError, match="config: file .*missing.yaml does not exist"):
         load_config(tmp_path / "missing.yaml")
+    raw = copy.deepcopy(minimal_raw)
+    raw["training"]["resume"] = str(tmp_path / "checkpoint-9")
+    with pytest.raises(ConfigError, match="training.resume: .*checkpoint-9 is not a directory"):
+        validate_paths(build(raw))
 
 
 def test_overrides_are_typed(minimal_raw):

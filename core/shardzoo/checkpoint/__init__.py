@@ -1,6 +1,10 @@
-"""HF weights in (safetensors through a state-dict adapter). DCP save/resume and export come later."""
+"""Checkpoints: DCP save/resume (manager.py), HF safetensors import (hf_weights.py) and export
+(export.py), and the converter ops that map HF layouts to ours (convert_ops.py, adapter.py)."""
 
 from .adapter import StateDictAdapter
+from .convert_ops import Concat, FusedQKV, Interleave, Rename, Split, Stack, Transpose
 from .hf_weights import iter_safetensors, safetensors_files
+from .manifest import CheckpointError
 
-__all__ = ["StateDictAdapter", "iter_safetensors", "safetensors_files"]
+__all__ = ["CheckpointError", "Concat", "FusedQKV", "Interleave", "Rename", "Split", "Stack", "StateDictAdapter",
+           "Transpose", "iter_safetensors", "safetensors_files"]

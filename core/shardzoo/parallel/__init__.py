@@ -1,9 +1,10 @@
 """Parallelism applied from outside the model: mesh, recompute, FSDP2 (TP/EP/CP arrive later)."""
 
 from .fsdp import apply_fsdp, mixed_precision_policy, to_dtype
-from .mesh import build_data_parallel_mesh, init_distributed
+from .mesh import build_data_parallel_mesh, gather_objects, init_distributed, shutdown_distributed
 from .patterns import match_modules, pattern_to_regex
 from .recompute import apply_recompute
 
-__all__ = ["apply_fsdp", "mixed_precision_policy", "to_dtype", "build_data_parallel_mesh", "init_distributed",
+__all__ = ["apply_fsdp", "mixed_precision_policy", "to_dtype", "build_data_parallel_mesh", "gather_objects",
+           "init_distributed", "shutdown_distributed",
            "match_modules", "pattern_to_regex", "apply_recompute"]

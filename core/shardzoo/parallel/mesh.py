@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 
 import torch.distributed as dist
@@ -25,8 +26,30 @@ def init_distributed(device_type: str, timeout_s: int = 1800) -> tuple[int, int,
     return rank, local_rank, world
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group while the interpreter is fully alive.
+
+    FSDP modules sit in reference cycles, so without a collection they (and the gloo work objects
+    they hold) are freed only during interpreter teardown, where gloo's threads can abort the
+    process (observed: SIGABRT "terminate called without an active exception" in ~1 of 15 2-rank
+    runs). Collect first; the barrier keeps a fast rank from closing connections a slow one still uses.
+    """
+    gc.collect()
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 def build_data_parallel_mesh(device_type: str, replicate: int, shard: int) -> DeviceMesh:
     """1-D ("fsdp",) mesh, or 2-D ("dp_replicate", "fsdp") for HSDP when replicate > 1."""
     if replicate == 1:
         return init_device_mesh(device_type, (shard,), mesh_dim_names=("fsdp",))
     return init_device_mesh(device_type, (replicate, shard), mesh_dim_names=("dp_replicate", "fsdp"))
+
+
+def gather_objects(obj: object) -> list:
+    """Every rank's `obj`, in rank order, on every rank (small picklable values only)."""
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,8 +1,8 @@
 """Helpers model packages use in their tests: golden loss curves, distributed launches, parity."""
 
-from .dist import read_metrics, run_training
+from .dist import launch_training, loss_curve, read_metrics, run_training, training_command, training_env
 from .golden import GoldenMismatch, compare_golden, load_golden, write_golden
 from .parity import assert_grads_close
 
-__all__ = ["read_metrics", "run_training", "GoldenMismatch", "compare_golden", "load_golden", "write_golden",
-           "assert_grads_close"]
+__all__ = ["launch_training", "loss_curve", "read_metrics", "run_training", "training_command", "training_env",
+           "GoldenMismatch", "compare_golden", "load_golden", "write_golden", "assert_grads_close"]

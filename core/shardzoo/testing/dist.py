@@ -9,16 +9,30 @@ import sys
 from pathlib import Path
 
 
+def training_command(config: str | Path, output_dir: str | Path, nproc: int, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            "-m", "shardzoo", "train", str(config), "--training.output_dir", str(output_dir),
+            "--training.progress_bar", "false", *overrides]
+
+
+def training_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **(extra or {})}
+
+
+def launch_training(config: str | Path, output_dir: str | Path, *, nproc: int = 1, overrides: list[str] = (),
+                    timeout: int = 600, cwd: str | Path | None = None,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `shardzoo train` under torchrun to the end, whatever its exit status."""
+    return subprocess.run(training_command(config, output_dir, nproc, list(overrides)), capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd, env=training_env(env))
+
+
 def run_training(config: str | Path, output_dir: str | Path, *, nproc: int = 1, overrides: list[str] = (),
-                 timeout: int = 600, cwd: str | Path | None = None) -> list[dict]:
+                 timeout: int = 600, cwd: str | Path | None = None, env: dict[str, str] | None = None) -> list[dict]:
     """Run `shardzoo train` under torchrun and return the metrics records; raise with the log on failure."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "shardzoo", "train", str(config), "--training.output_dir", str(output_dir),
-           "--training.progress_bar", "false", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    proc = launch_training(config, output_dir, nproc=nproc, overrides=overrides, timeout=timeout, cwd=cwd, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+        raise RuntimeError(f"training failed (exit {proc.returncode}): {' '.join(proc.args)}\n"
                            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-8000:]}")
     return read_metrics(output_dir)
 
@@ -26,3 +40,9 @@ def run_training(config: str | Path, output_dir: str | Path, *, nproc: int = 1, 
 def read_metrics(output_dir: str | Path) -> list[dict]:
     path = Path(output_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def loss_curve(records: list[dict]) -> dict[int, float]:
+    """step -> loss, the last record of each step winning (a resumed run repeats the steps after its
+    checkpoint)."""
+    return {r["step"]: r["loss"] for r in records if "loss" in r}

@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -24,15 +25,19 @@ import yaml
 from tqdm import tqdm
 
 from .. import device as devices
+from ..checkpoint.export import export_hf
+from ..checkpoint.hf_files import write_hf_files
+from ..checkpoint.manager import Checkpointer, Live
 from ..config import Config, ConfigError, mesh_shape, validate_paths
 from ..data import build_train_data, load_tokenizer
 from ..ops import bind_ops
-from ..parallel import build_data_parallel_mesh, init_distributed, to_dtype
+from ..parallel import build_data_parallel_mesh, gather_objects, init_distributed, shutdown_distributed, to_dtype
 from .build import build_model, check_vocab, resolve_model
 from .grad_clip import clip_grad_norm_
 from .lr_schedule import build_scheduler
 from .metrics import MetricsWriter, Throughput, gib
 from .optimizer import build_optimizer
+from .preemption import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,12 @@ class TrainResult:
     grad_norms: list[float] = field(default_factory=list)
     metrics_path: str = ""
     steps: int = 0
+    """Optimizer steps done, counting those before a resume."""
+    resumed_from: Optional[str] = None
+    checkpoint: Optional[str] = None
+    """The last checkpoint this run saved."""
+    stopped_by: Optional[str] = None
+    """The signal that stopped the run early (after saving), if any."""
 
 
 def total_steps(cfg: Config, steps_per_epoch: int | None) -> int:
@@ -77,10 +88,16 @@ def train(cfg: Config) -> TrainResult:
     owns_group = not dist.is_initialized()
     rank, local_rank, world = init_distributed(device_type)
     try:
-        return _train(cfg, spec, hf_config, device_type, rank, local_rank, world)
-    finally:
-        if owns_group and dist.is_initialized():
+        result = _train(cfg, spec, hf_config, device_type, rank, local_rank, world)
+    except BaseException:
+        # A rank that failed alone must not wait in a barrier its peers never reach: with peers the
+        # launcher tears the job down; a lone process just drops its group.
+        if owns_group and world == 1:
             dist.destroy_process_group()
+        raise
+    if owns_group:
+        shutdown_distributed()
+    return result
 
 
 def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank: int, world: int) -> TrainResult:
@@ -89,6 +106,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     device = devices.local_device(device_type, local_rank)
     bound_ops = bind_ops({k: v for k, v in vars(cfg.ops).items() if k != "loss_chunk_size"}, device_type)
     torch.manual_seed(t.seed)
+    checkpointer = Checkpointer(cfg, rank, world)
+    resume_from = checkpointer.resume_path()
 
     tok_path = cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path
     tokenizer = load_tokenizer(tok_path, cfg.model.trust_remote_code)
@@ -123,62 +142,97 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     "recomputed": len(built.recomputed), "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
+    live = Live(built.model, optimizer, scheduler, loader, device_type,
+                write_hf_files=lambda d: write_hf_files(d, hf_config, tokenizer, cfg.model.model_name_or_path,
+                                                        spec.architectures if spec else ()))
     result = TrainResult(metrics_path=str(writer.path))
+    start_step = 0
+    if resume_from is not None:
+        start_step = checkpointer.load(resume_from, live, steps)
+        result.resumed_from, result.steps = str(resume_from), start_step
+        writer.write({"step": start_step, "resumed_from": str(resume_from)})
+    elif rank == 0 and t.resume == "auto":
+        log.info("no checkpoint in %s: starting from step 0", out_dir)
     throughput = Throughput(world, peak)
     devices.reset_peak_memory(device_type)
-    bar = tqdm(total=steps, disable=not (is_main and t.progress_bar), desc="train", dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start_step, disable=not (is_main and t.progress_bar), desc="train",
+               dynamic_ncols=True)
     data = iter(loader)
     data_wait = 0.0
     params = [p for p in built.task.parameters() if p.requires_grad]
+    saving = t.save_steps > 0 or t.export_hf_at_end
     try:
-        for step in range(steps):
-            wait_start = time.perf_counter()
-            micro_batches = [b.to(device) for b in next(data)]
-            data_wait += time.perf_counter() - wait_start
-            # Stays on the device: the loss divides by it without a host sync.
-            normalizer = _all_reduce_sum(torch.tensor(float(sum(b.num_targets for b in micro_batches)),
-                                                      device=device))
-            loss_sum = torch.zeros((), device=device)
-            for i, batch in enumerate(micro_batches):
-                # Reduce-scatter gradients once per step, on the last micro-batch.
-                built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
-                loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
-                                  position_ids=batch.position_ids)
-                loss.backward()
-                loss_sum += loss.detach().float()
-                throughput.add(batch.num_tokens,
-                               batch.num_tokens * built.flops_per_token(batch.input_ids.shape[1]))
-            step_loss = _all_reduce_sum(loss_sum).item()
-            grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
-            if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
-                raise TrainingDiverged(
-                    f"step {step + 1}: loss {step_loss} / grad_norm {grad_norm} is not finite; the weights were not "
-                    f"updated. Lower training.lr (now {t.lr}), add warmup, check the data, or use fp32/bf16 "
-                    "instead of fp16.")
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.losses.append(step_loss)
-            result.grad_norms.append(grad_norm)
-            result.steps = step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-            if (step + 1) % t.logging_steps == 0 or step + 1 == steps:
-                devices.synchronize(device_type)
-                window = throughput.report()
-                record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
-                          "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
-                          "peak_memory_gib": gib(devices.peak_memory_bytes(device_type))}
-                data_wait = 0.0
-                writer.write(record)
-                writer.console(record)
+        with StopRequest() as stop:
+            for step in range(start_step, steps):
+                wait_start = time.perf_counter()
+                micro_batches = [b.to(device) for b in next(data)]
+                data_wait += time.perf_counter() - wait_start
+                # Stays on the device: the loss divides by it without a host sync.
+                normalizer = _all_reduce_sum(torch.tensor(float(sum(b.num_targets for b in micro_batches)),
+                                                          device=device))
+                loss_sum = torch.zeros((), device=device)
+                for i, batch in enumerate(micro_batches):
+                    # Reduce-scatter gradients once per step, on the last micro-batch.
+                    built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
+                    loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
+                                      position_ids=batch.position_ids)
+                    loss.backward()
+                    loss_sum += loss.detach().float()
+                    throughput.add(batch.num_tokens,
+                                   batch.num_tokens * built.flops_per_token(batch.input_ids.shape[1]))
+                # The stop flag rides on the loss all-reduce: every rank stops after the same step.
+                step_loss, stop_votes = _all_reduce_sum(torch.stack(
+                    [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
+                grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
+                if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+                    raise TrainingDiverged(
+                        f"step {step + 1}: loss {step_loss} / grad_norm {grad_norm} is not finite; the weights were "
+                        f"not updated. Lower training.lr (now {t.lr}), add warmup, check the data, or use fp32/bf16 "
+                        "instead of fp16.")
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.losses.append(step_loss)
+                result.grad_norms.append(grad_norm)
+                result.steps = step + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+                if (step + 1) % t.logging_steps == 0 or step + 1 == steps:
+                    devices.synchronize(device_type)
+                    window = throughput.report()
+                    record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
+                              "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
+                              "peak_memory_gib": gib(devices.peak_memory_bytes(device_type))}
+                    data_wait = 0.0
+                    writer.write(record)
+                    writer.console(record)
+                if t.save_steps > 0 and (step + 1) % t.save_steps == 0:
+                    result.checkpoint = str(checkpointer.save(step + 1, live, steps))
+                if stop_votes > 0:
+                    result.stopped_by = stop.received or "a signal on another rank"
+                    break
     finally:
         bar.close()
+    try:
+        if (saving or result.stopped_by) and result.steps > 0:
+            result.checkpoint = str(checkpointer.save(result.steps, live, steps))
+        if result.stopped_by:
+            if is_main:
+                log.warning("stopped by %s after step %d of %d; saved %s. Run the same command again "
+                            "(training.resume: auto) to continue", result.stopped_by, result.steps, steps,
+                            result.checkpoint)
+        elif t.export_hf_at_end:
+            export_dir = out_dir / "hf"
+            export_hf(Path(result.checkpoint), export_dir, dtype=t.export_dtype, rank=rank, world=world,
+                      overwrite=True, gather=gather_objects)
+            if is_main:
+                log.info("exported the final model to %s", export_dir)
+    finally:
         writer.close()
     if is_main and train_data.rows is None:
         log.info("data (streamed so far): %s", train_data.describe())
-    if is_main:
-        log.warning("no checkpoint written: checkpoint saving is not available in this version "
-                    "(metrics are in %s)", writer.path)
+    if is_main and result.checkpoint is None:
+        log.warning("no checkpoint written (training.save_steps is 0); metrics are in %s", writer.path)
     return result
+

@@ -1,0 +1,92 @@
+"""Model and optimizer state through torch.distributed.checkpoint, stored as safetensors.
+
+Each rank writes its own shards (DTensor offsets in the safetensors header) and DCP reshards on
+load, so a run may resume on another world size. The DCP payload is tensors only: DCP's
+default reader unpickles non-tensor values and its default metadata file is a pickle, and a
+checkpoint must never run code when it is read; the few non-tensor optimizer settings travel
+as JSON beside it (see manager.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+import torch.nn as nn
+from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+MODEL_KEY = "model"
+OPTIM_KEY = "optim"
+
+
+def _tensor_leaves(tree: Any, path: str = "") -> list[str]:
+    """Paths of every leaf that is not a tensor (there must be none)."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in _tensor_leaves(v, f"{path}.{k}" if path else str(k))]
+    return [] if isinstance(tree, torch.Tensor) else [path]
+
+
+def _without_aliases(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Drop the names under which a parameter appears a second time (tied embeddings): safetensors
+    stores each tensor once, and loading the first name fills the shared parameter. Decided from the
+    module tree, so every rank drops the same names."""
+    first: dict[int, str] = {}
+    aliases = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases.add(name)
+        else:
+            first[id(param)] = name
+    return {k: v for k, v in state.items() if k not in aliases}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Write model + optimizer tensors under `path` (collective); returns the param-group settings as JSON."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    payload = {MODEL_KEY: _without_aliases(model_sd, model), OPTIM_KEY: optim_sd["state"]}
+    others = _tensor_leaves(payload)
+    assert not others, f"non-tensor values would be pickled into the checkpoint: {others[:5]}"
+    dcp.save(payload, storage_writer=HuggingFaceStorageWriter(str(path), save_distributed=True))
+    return [{k: _json_value(v) for k, v in group.items() if k != "params"} for group in optim_sd["param_groups"]]
+
+
+def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_groups: list[dict]) -> None:
+    """Load model + optimizer tensors from `path` (collective) and the saved param-group settings."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    if len(param_groups) != len(optim_sd["param_groups"]):
+        raise ValueError(f"the checkpoint has {len(param_groups)} optimizer parameter groups, this run has "
+                         f"{len(optim_sd['param_groups'])}; resume with the same optimizer settings")
+    dcp.load({MODEL_KEY: _without_aliases(model_sd, model), OPTIM_KEY: optim_sd["state"]},
+             storage_reader=HuggingFaceStorageReader(str(path)))
+    for group, saved in zip(optim_sd["param_groups"], param_groups):
+        for key, value in saved.items():
+            current = group.get(key)
+            if isinstance(current, torch.Tensor):
+                group[key] = torch.tensor(value, dtype=current.dtype, device=current.device)
+            else:
+                group[key] = tuple(value) if isinstance(current, tuple) else value
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+
+
+def model_tensor_specs(path: Path) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """{our parameter name: (shape, dtype)} of the model part of a saved state, from the file headers."""
+    metadata = HuggingFaceStorageReader(str(path)).read_metadata()
+    prefix = MODEL_KEY + "."
+    return {fqn[len(prefix):]: (md.size, md.properties.dtype) for fqn, md in metadata.state_dict_metadata.items()
+            if fqn.startswith(prefix)}
+
+
+def load_model_tensors(path: Path, specs: dict[str, tuple[torch.Size, torch.dtype]]) -> dict[str, torch.Tensor]:
+    """Full tensors of some model parameters, in this process only (no collectives)."""
+    tensors = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in specs.items()}
+    dcp.load({MODEL_KEY: tensors}, storage_reader=HuggingFaceStorageReader(str(path)), no_dist=True)
+    return tensors

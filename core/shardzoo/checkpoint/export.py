@@ -1,0 +1,180 @@
+"""Checkpoint -> Hugging Face model folder (`shardzoo export <checkpoint> --format hf <dir>`).
+
+Writes config.json (dtype set to the exported dtype), generation_config.json, the tokenizer
+files, and the weights as safetensors shards of at most `max_shard_bytes` with
+model.safetensors.index.json (a single model.safetensors when everything fits in one shard),
+in the model's HF layout through its adapter. The weights are read shard by shard, so memory
+stays at about one output shard; with several ranks each writes every world-th shard. The
+folder is assembled beside the target and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from . import dcp_state, layout
+from .hf_files import HF_DIR
+from .hf_weights import INDEX_NAME
+from .manifest import CheckpointError, verify
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+Gather = Callable[[object], list]
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint directory, or an output_dir whose newest complete checkpoint is meant."""
+    if (path / layout.MANIFEST).is_file():
+        return path
+    done = layout.complete(path)
+    if done:
+        return done[-1]
+    raise CheckpointError(f"{path}: neither a complete checkpoint (no {layout.MANIFEST}) nor an output_dir holding "
+                          "one; give a checkpoint-<step> directory")
+
+
+def block_of(name: str) -> str:
+    """The numbered block a parameter belongs to (`model.layers.3`), or '' outside blocks. Converter
+    ops never join tensors of different blocks, so a block is the unit an output shard holds."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return ""
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def plan_shards(specs: dict[str, tuple[torch.Size, torch.dtype]], itemsize: int, max_bytes: int) -> list[list[str]]:
+    """Our parameter names grouped into output shards of whole blocks, in natural order."""
+    blocks: dict[str, list[str]] = {}
+    for name in sorted(specs, key=_natural):
+        blocks.setdefault(block_of(name), []).append(name)
+    shards: list[list[str]] = []
+    size = 0
+    for names in blocks.values():
+        block_bytes = sum(specs[n][0].numel() for n in names) * itemsize
+        if shards and size + block_bytes <= max_bytes:
+            shards[-1].extend(names)
+            size += block_bytes
+        else:
+            shards.append(list(names))
+            size = block_bytes
+    return shards
+
+
+def _export_dtype(name: str, config: dict, specs: dict) -> torch.dtype:
+    if name != "auto":
+        return _DTYPES[name]
+    declared = config.get("dtype") or config.get("torch_dtype")
+    if declared in _DTYPES:
+        return _DTYPES[declared]
+    return next(iter(specs.values()))[1]
+
+
+def _model_config(checkpoint: Path, raw: dict):
+    """(adapter, config object) for the model the checkpoint was trained as."""
+    from ..registry import find_spec
+    from ..train.build import make_hf_config
+    from .adapter import StateDictAdapter
+
+    run = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
+    spec = find_spec((run.get("model") or {}).get("model_id"), raw)
+    # The config was already used (and trusted or not) by the training run; export never runs remote code.
+    return (spec.adapter if spec else StateDictAdapter()), make_hf_config(raw, spec, trust_remote_code=False)
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> Optional[str]:
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"{out_dir} exists and is not a directory"
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        return f"{out_dir} is not empty; choose another directory or pass --overwrite"
+    return None
+
+
+def _agree(gather: Gather, error: Optional[str]) -> None:
+    errors = [e for e in gather(error) if e]
+    if errors:
+        raise CheckpointError(errors[0])
+
+
+def export_hf(checkpoint: Path, out_dir: Path, *, dtype: str = "auto", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+              rank: int = 0, world: int = 1, overwrite: bool = False, gather: Optional[Gather] = None) -> Path:
+    """Write the model of `checkpoint` as an HF folder at `out_dir`. Collective when world > 1."""
+    gather = gather or (lambda obj: [obj])
+    checkpoint, out_dir = resolve_checkpoint(Path(checkpoint)), Path(out_dir)
+    _agree(gather, _check_target(out_dir, overwrite))
+    verify(checkpoint, rank, world, gather)
+    hf_src = checkpoint / HF_DIR
+    raw = json.loads((hf_src / "config.json").read_text())
+    adapter, config = _model_config(checkpoint, raw)
+    state_dir = checkpoint / "state"
+    specs = dcp_state.model_tensor_specs(state_dir)
+    out_dtype = _export_dtype(dtype, raw, specs)
+    shards = plan_shards(specs, torch.empty((), dtype=out_dtype).element_size(), max_shard_bytes)
+    names = (["model.safetensors"] if len(shards) == 1 else
+             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    tmp = out_dir.with_name(f"{layout.TMP_PREFIX}export-{out_dir.name}")
+    error = None
+    if rank == 0:
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            error = f"cannot create {tmp}: {exc}"
+    _agree(gather, error)
+
+    weight_map: dict[str, str] = {}
+    nbytes, error = 0, None
+    try:
+        for i in range(rank, len(shards), world):
+            ours = dcp_state.load_model_tensors(state_dir, {n: specs[n] for n in shards[i]})
+            tensors = {k: t.to(out_dtype) for k, t in adapter.to_hf(((n, ours[n]) for n in shards[i]), config)}
+            save_file(tensors, str(tmp / names[i]), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(tensors, names[i]))
+            nbytes += sum(t.nbytes for t in tensors.values())
+            del ours, tensors
+    except Exception as exc:  # noqa: BLE001 - reported to every rank
+        error = f"exporting {checkpoint}: {exc!r}"
+    parts = gather((error, weight_map, nbytes))
+    errors = [e for e, _, _ in parts if e]
+    if errors:
+        raise CheckpointError(errors[0])
+    if rank == 0:
+        merged = {k: v for _, part, _ in parts for k, v in part.items()}
+        _finish(tmp, out_dir, hf_src, raw, out_dtype, merged, sum(n for _, _, n in parts), len(shards), overwrite)
+        log.info("exported %s to %s (%d file(s), %s)", checkpoint, out_dir, len(shards), out_dtype)
+    gather(None)  # no rank returns before the folder is in place
+    return out_dir
+
+
+def _finish(tmp: Path, out_dir: Path, hf_src: Path, raw: dict, dtype: torch.dtype, weight_map: dict[str, str],
+            total_bytes: int, n_shards: int, overwrite: bool) -> None:
+    for path in hf_src.iterdir():
+        if path.is_file() and path.name != "config.json":
+            shutil.copy2(path, tmp / path.name)
+    raw = {**raw, "dtype": str(dtype).removeprefix("torch.")}
+    raw.pop("torch_dtype", None)
+    (tmp / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    if n_shards > 1:
+        index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+    if out_dir.exists():
+        assert overwrite or not any(out_dir.iterdir())
+        layout.remove_tree(out_dir)
+    tmp.rename(out_dir)

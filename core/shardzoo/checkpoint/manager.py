@@ -1,0 +1,210 @@
+"""Save and resume a training run: atomic, verified, and the same on every rank.
+
+A checkpoint directory holds
+
+    state/                  model + optimizer shards (DCP, safetensors; dcp_state.py)
+    rng/rank-<r>.json       each rank's generators (rng.py)
+    trainer_state.json      step, lr schedule, data-loader position, optimizer settings, world size
+    config.yaml             the run's config
+    hf/                     config.json, generation_config.json, tokenizer (for export)
+    manifest.json           every file's size and CRC32; written last
+
+Save: all ranks write into .tmp-checkpoint-<step>, the manifest is written, the directory is
+renamed into place, then `latest` is rewritten and old checkpoints are pruned. A process killed
+at any point leaves either the previous state or the new complete checkpoint.
+Resume: the manifest is checked (sizes, CRC32) before any tensor is read; every rank raises the
+same error for a damaged checkpoint, so none is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+import yaml
+
+from ..config import Config, ConfigError, resolve_path
+from ..parallel.mesh import gather_objects
+from . import dcp_state, failpoints, layout, rng
+from .hf_files import HF_DIR
+from .manifest import CheckpointError, describe_files, list_files, verify, write_manifest
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "state"
+TRAINER_STATE = "trainer_state.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Live:
+    """The run's objects whose state a checkpoint holds."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loader: Any
+    device_type: str
+    write_hf_files: Callable[[Path], None]
+    """Writes config.json, generation config and tokenizer into a folder (checkpoint/hf_files.py)."""
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing from the checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc}); the checkpoint is corrupted") from None
+
+
+def rng_file(root: Path, rank: int) -> Path:
+    return root / "rng" / f"rank-{rank:05d}.json"
+
+
+def _raise_if_any(error: Optional[str]) -> None:
+    """Collective: every rank raises the first error any rank reported."""
+    errors = [e for e in gather_objects(error) if e]
+    if errors:
+        raise CheckpointError(errors[0])
+
+
+class Checkpointer:
+    def __init__(self, cfg: Config, rank: int, world: int):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.output_dir = Path(cfg.training.output_dir)
+        self.saved_step: Optional[int] = None
+
+    # ----------------------------------------------------------------------------------- save
+
+    def save(self, step: int, live: Live, total_steps: int) -> Path:
+        """Collective. Returns the published checkpoint directory."""
+        name = layout.checkpoint_name(step)
+        final, tmp = self.output_dir / name, self.output_dir / f"{layout.TMP_PREFIX}{name}"
+        if self.saved_step == step:
+            return final  # this run saved this step already (a stop right after a periodic save)
+        start = time.perf_counter()
+        error = None
+        if self.rank == 0:
+            try:
+                self._clear_leftovers()
+                tmp.mkdir(parents=True)
+            except OSError as exc:
+                error = f"cannot create {tmp}: {exc}"
+        _raise_if_any(error)
+
+        param_groups = dcp_state.save(tmp / STATE_DIR, live.model, live.optimizer)
+        _write_json(rng_file(tmp, self.rank), rng.capture(live.device_type))
+        if self.rank == 0:
+            try:
+                _write_json(tmp / TRAINER_STATE, {
+                    "format": FORMAT_VERSION, "step": step, "total_steps": total_steps, "world_size": self.world,
+                    "scheduler": live.scheduler.state_dict(), "loader": live.loader.state_dict(),
+                    "optimizer_param_groups": param_groups, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                (tmp / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+                live.write_hf_files(tmp / HF_DIR)
+            except Exception as exc:  # noqa: BLE001 - reported to every rank below
+                error = f"writing {tmp}: {exc!r}"
+        _raise_if_any(error)
+        failpoints.hit("save.written", step)
+
+        files = describe_files(tmp, list_files(tmp), self.cfg.training.save_checksums, self.rank, self.world,
+                               gather_objects)
+        pruned: list[Path] = []
+        if self.rank == 0:
+            try:
+                write_manifest(tmp, files, {"format": FORMAT_VERSION, "step": step})
+                layout.fsync_dir(tmp)
+                if final.exists():  # from a later point of a run this one resumed before (resume: <path>)
+                    layout.remove_tree(final)
+                os.replace(tmp, final)
+                layout.fsync_dir(self.output_dir)
+                failpoints.hit("save.published", step)
+                layout.write_atomic(self.output_dir / layout.LATEST, name)
+                pruned = layout.prune(self.output_dir, self.cfg.training.save_total_limit, protect=final)
+            except OSError as exc:
+                error = f"publishing {final}: {exc!r}"
+        _raise_if_any(error)
+        self.saved_step = step
+        if self.rank == 0:
+            size = sum(f["bytes"] for f in files.values())
+            log.info("saved %s (%.1f MiB in %.1fs)%s", final, size / 2**20, time.perf_counter() - start,
+                     f"; removed {', '.join(p.name for p in pruned)} (save_total_limit)" if pruned else "")
+        return final
+
+    def _clear_leftovers(self) -> None:
+        """Interrupted saves and deletions of earlier runs: nothing in them is ever resumed from."""
+        for path in self.output_dir.iterdir() if self.output_dir.is_dir() else ():
+            if path.is_dir() and path.name.startswith((layout.TMP_PREFIX + layout.PREFIX, layout.DELETING_PREFIX)):
+                log.warning("removing %s, left by an interrupted save or deletion", path)
+                shutil.rmtree(path)
+
+    # --------------------------------------------------------------------------------- resume
+
+    def resume_path(self) -> Optional[Path]:
+        """The checkpoint this run continues from, per training.resume (no collectives)."""
+        setting = self.cfg.training.resume
+        done = layout.complete(self.output_dir)
+        if setting == "none":
+            if done:
+                raise ConfigError(f"training.resume: none, but {self.output_dir} already holds checkpoints "
+                                  f"({', '.join(p.name for p in done[-3:])}); set training.resume: auto to continue "
+                                  "that run, or use a new training.output_dir")
+            return None
+        if setting == "auto":
+            if self.rank == 0:
+                for path in layout.incomplete(self.output_dir):
+                    log.warning("ignoring incomplete checkpoint %s (its save was interrupted)", path)
+            return done[-1] if done else None
+        path = resolve_path(setting)
+        if not (path / layout.MANIFEST).is_file():
+            raise CheckpointError(f"training.resume: {path} has no {layout.MANIFEST}, so it is not a complete "
+                                  "checkpoint; pick a checkpoint-<step> directory or use auto")
+        return path
+
+    def load(self, path: Path, live: Live, total_steps: int) -> int:
+        """Collective. Restores everything and returns the number of steps already done."""
+        start = time.perf_counter()
+        verify(path, self.rank, self.world, gather_objects)
+        error, state, rng_state = None, None, None
+        try:
+            state = _read_json(path / TRAINER_STATE)
+            own = rng_file(path, self.rank)
+            rng_state = _read_json(own) if own.is_file() else None
+            live.scheduler.load_state_dict(state["scheduler"])
+            live.loader.load_state_dict(state["loader"])
+        except (CheckpointError, ValueError, KeyError) as exc:
+            error = f"{path}: cannot resume: {exc}"
+        _raise_if_any(error)
+        try:
+            dcp_state.load(path / STATE_DIR, live.model, live.optimizer, state["optimizer_param_groups"])
+        except Exception as exc:  # DCP raises the same CheckpointException on every rank
+            raise CheckpointError(f"{path / STATE_DIR}: cannot load model/optimizer state: {exc}") from exc
+        if rng_state is not None:
+            rng.restore(rng_state, live.device_type)
+        elif self.rank == 0:
+            log.warning("%s was saved by %d ranks, this run has %d: ranks without a saved generator state keep "
+                        "their seed", path, state["world_size"], self.world)
+        self.saved_step = state["step"]
+        if self.rank == 0:
+            log.info("resumed from %s at step %d (%.1fs)", path, state["step"], time.perf_counter() - start)
+            if state["total_steps"] != total_steps:
+                log.warning("the checkpoint was written by a run of %d steps, this run has %d: the lr schedule "
+                            "continues on the new length", state["total_steps"], total_steps)
+        return int(state["step"])

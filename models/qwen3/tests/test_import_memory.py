@@ -1,0 +1,22 @@
+"""HF import never holds the full model on a rank: peak RSS growth per rank against the model size."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "import_memory.py"
+
+
+def test_each_rank_peaks_below_the_full_model():
+    spec = importlib.util.spec_from_file_location("import_memory", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure(nproc=2, layers=12, hidden=1024)  # 572 MiB of fp32 weights
+    for r in result["ranks"]:
+        growth = r["peak_rss_growth_bytes"]
+        # Expected: the rank's half of the parameters plus about one full tensor in flight (read, then
+        # sliced) and ~50 MiB of fixed allocator/runtime growth; measured 0.61-0.62x at this size.
+        # Holding the whole model would be >= 1.0x, so 0.8x separates the two with room for noise.
+        assert growth < 0.8 * result["model_bytes"], result
+        assert growth >= r["local_shard_bytes"], result  # the measurement sees the shard it built
