@@ -40,3 +40,26 @@ def test_checkpoint_loads_under_fsdp_and_gives_hf_loss(tmp_path):
         torch.testing.assert_close(ours, want, atol=2e-5, rtol=2e-5)
     finally:
         dist.destroy_process_group()
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    import pytest
+    from safetensors.torch import load_file, save_file
+
+    config = tiny_config()
+    HFQwen3(config).save_pretrained(tmp_path / "ckpt")
+    weights = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    weights["model.layers.1.mlp.extra_proj.weight"] = torch.zeros(2, 2)
+    save_file(weights, str(tmp_path / "ckpt" / "model.safetensors"))
+    cfg = config_from_dict({
+        "model": {"model_name_or_path": str(tmp_path / "ckpt"), "tokenizer_name_or_path": str(REPO / "data/tokenizer")},
+        "data": {"dataset": "alpaca_sample"}, "training": {"output_dir": str(tmp_path / "out")}})
+    init_distributed("cpu")
+    try:
+        spec, hf_config = resolve_model(cfg)
+        with pytest.raises(KeyError, match=r"missing \['model.layers.1.mlp.up_proj.weight'\] \(1\); "
+                                           r"unexpected \['model.layers.1.mlp.extra_proj.weight'\] \(1\)"):
+            build_model(cfg, spec, hf_config, build_data_parallel_mesh("cpu", 1, 1), torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
