@@ -118,14 +118,20 @@ def peak_memory_bytes(device_type: str) -> int:
         return int(mod.max_memory_allocated())
     # VmHWM belongs to this address space; ru_maxrss survives exec on Linux, so a launched
     # worker would report its launcher's peak.
+    hwm = process_memory_bytes("VmHWM")
+    return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def process_memory_bytes(field: str) -> Optional[int]:
+    """A memory line of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None where there is no procfs."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
     except OSError:
         pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+    return None
 
 
 def device_name(device_type: str) -> str:

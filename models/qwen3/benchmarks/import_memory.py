@@ -22,22 +22,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 
 
-def vm_hwm() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def vm_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def reset_peak() -> None:
     # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
     with open("/proc/self/clear_refs", "w") as f:
@@ -65,6 +49,7 @@ def worker(checkpoint: str, out: str) -> None:
     import torch
     import torch.distributed as dist
     from shardzoo.config import config_from_dict
+    from shardzoo.device import process_memory_bytes
     from shardzoo.parallel import build_data_parallel_mesh, init_distributed, shutdown_distributed
     from shardzoo.train.build import build_model, resolve_model
 
@@ -76,10 +61,10 @@ def worker(checkpoint: str, out: str) -> None:
     spec, hf_config = resolve_model(cfg)
     mesh = build_data_parallel_mesh("cpu", 1, world)
     dist.barrier()
-    before = vm_rss()
+    before = process_memory_bytes("VmRSS")
     reset_peak()
     built = build_model(cfg, spec, hf_config, mesh, torch.device("cpu"))
-    peak = vm_hwm() - before
+    peak = process_memory_bytes("VmHWM") - before
     local = sum(p.to_local().numel() * p.element_size() for p in built.model.parameters())
     results = [None] * world
     dist.all_gather_object(results, {"rank": rank, "peak_rss_growth_bytes": peak, "local_shard_bytes": local})
