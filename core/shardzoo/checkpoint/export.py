@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from . import dcp_state, layout
 from .hf_files import HF_DIR
 from .hf_weights import INDEX_NAME
-from .manifest import CheckpointError, verify
+from .manifest import CheckpointError, raise_if_any, verify
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +106,12 @@ def _check_target(out_dir: Path, overwrite: bool) -> Optional[str]:
     return None
 
 
-def _agree(gather: Gather, error: Optional[str]) -> None:
-    errors = [e for e in gather(error) if e]
-    if errors:
-        raise CheckpointError(errors[0])
-
-
 def export_hf(checkpoint: Path, out_dir: Path, *, dtype: str = "auto", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
               rank: int = 0, world: int = 1, overwrite: bool = False, gather: Optional[Gather] = None) -> Path:
     """Write the model of `checkpoint` as an HF folder at `out_dir`. Collective when world > 1."""
     gather = gather or (lambda obj: [obj])
     checkpoint, out_dir = resolve_checkpoint(Path(checkpoint)), Path(out_dir)
-    _agree(gather, _check_target(out_dir, overwrite))
+    raise_if_any(gather, _check_target(out_dir, overwrite))
     verify(checkpoint, rank, world, gather)
     hf_src = checkpoint / HF_DIR
     raw = json.loads((hf_src / "config.json").read_text())
@@ -137,7 +131,7 @@ def export_hf(checkpoint: Path, out_dir: Path, *, dtype: str = "auto", max_shard
             tmp.mkdir(parents=True)
         except OSError as exc:
             error = f"cannot create {tmp}: {exc}"
-    _agree(gather, error)
+    raise_if_any(gather, error)
 
     weight_map: dict[str, str] = {}
     nbytes, error = 0, None

@@ -35,7 +35,7 @@ from ..config import Config, ConfigError, resolve_path
 from ..parallel.mesh import gather_objects
 from . import dcp_state, failpoints, layout, rng
 from .hf_files import HF_DIR
-from .manifest import CheckpointError, describe_files, list_files, verify, write_manifest
+from .manifest import CheckpointError, describe_files, list_files, raise_if_any, verify, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,6 @@ def rng_file(root: Path, rank: int) -> Path:
     return root / "rng" / f"rank-{rank:05d}.json"
 
 
-def _raise_if_any(error: Optional[str]) -> None:
-    """Collective: every rank raises the first error any rank reported."""
-    errors = [e for e in gather_objects(error) if e]
-    if errors:
-        raise CheckpointError(errors[0])
-
-
 class Checkpointer:
     def __init__(self, cfg: Config, rank: int, world: int):
         self.cfg, self.rank, self.world = cfg, rank, world
@@ -107,7 +100,7 @@ class Checkpointer:
                 tmp.mkdir(parents=True)
             except OSError as exc:
                 error = f"cannot create {tmp}: {exc}"
-        _raise_if_any(error)
+        raise_if_any(gather_objects, error)
 
         param_groups = dcp_state.save(tmp / STATE_DIR, live.model, live.optimizer)
         _write_json(rng_file(tmp, self.rank), rng.capture(live.device_type))
@@ -121,7 +114,7 @@ class Checkpointer:
                 live.write_hf_files(tmp / HF_DIR)
             except Exception as exc:  # noqa: BLE001 - reported to every rank below
                 error = f"writing {tmp}: {exc!r}"
-        _raise_if_any(error)
+        raise_if_any(gather_objects, error)
         failpoints.hit("save.written", step)
 
         files = describe_files(tmp, list_files(tmp), self.cfg.training.save_checksums, self.rank, self.world,
@@ -140,7 +133,7 @@ class Checkpointer:
                 pruned = layout.prune(self.output_dir, self.cfg.training.save_total_limit, protect=final)
             except OSError as exc:
                 error = f"publishing {final}: {exc!r}"
-        _raise_if_any(error)
+        raise_if_any(gather_objects, error)
         self.saved_step = step
         if self.rank == 0:
             size = sum(f["bytes"] for f in files.values())
@@ -191,7 +184,7 @@ class Checkpointer:
             live.loader.load_state_dict(state["loader"])
         except (CheckpointError, ValueError, KeyError) as exc:
             error = f"{path}: cannot resume: {exc}"
-        _raise_if_any(error)
+        raise_if_any(gather_objects, error)
         try:
             dcp_state.load(path / STATE_DIR, live.model, live.optimizer, state["optimizer_param_groups"])
         except Exception as exc:  # DCP raises the same CheckpointException on every rank

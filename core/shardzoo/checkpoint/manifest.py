@@ -25,6 +25,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be resumed from: names the checkpoint and the file."""
 
 
+def raise_if_any(gather: Gather, error: Optional[str]) -> None:
+    """Collective: every rank raises the first error any rank reported, so none waits for the others."""
+    errors = [e for e in gather(error) if e]
+    if errors:
+        raise CheckpointError(errors[0])
+
+
 def crc32_of(path: Path) -> int:
     crc = 0
     with open(path, "rb", buffering=0) as f:
