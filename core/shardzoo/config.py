@@ -109,10 +109,16 @@ class ParallelConfig:
     use_reentrant: bool = False
     tp_size: int = 1
     ep_size: int = 1
-    ep_fsdp_size: int = 1
-    ep_modules: list[str] = field(default_factory=lambda: ["model.layers.{*}.mlp.experts"])
-    ep_fsdp_modules: list[str] = field(default_factory=lambda: ["model.layers.{*}.mlp.experts"])
+    """Expert parallel: each group of ep_size consecutive ranks splits the experts of every MoE layer."""
+    ep_fsdp_size: Union[int, Literal["auto"]] = "auto"
+    """Ranks that FSDP-shard the same experts (dim 1); ep_size * ep_fsdp_size = world size. auto = world / ep_size."""
+    ep_modules: Optional[list[str]] = None
+    """Routed-expert modules split over ep; null = the model package's plan (model.layers.{*}.mlp.experts)."""
+    ep_fsdp_modules: Optional[list[str]] = None
+    """Expert modules sharded as their own FSDP units on ep_fsdp; null = ep_modules."""
     ep_dispatcher: Literal["eager", "fused", "mc2"] = "eager"
+    """Token exchange: eager (torch permutation), fused (the bound permute ops, e.g. npu_moe_token_permute),
+    mc2 (Ascend A3 fused AlltoAllV + grouped matmul)."""
     cp_size: int = 1
     cp_type: Literal["ulysses"] = "ulysses"
     # FSDP2 behaviour (MindSpeed-MM fsdp2_config names)
@@ -178,7 +184,11 @@ class OpsConfig:
     rotary: str = OP_BACKEND_AUTO
     attention: str = OP_BACKEND_AUTO
     swiglu: str = OP_BACKEND_AUTO
+    clipped_swiglu: str = OP_BACKEND_AUTO
     cross_entropy: str = OP_BACKEND_AUTO
+    grouped_mm: str = OP_BACKEND_AUTO
+    moe_permute: str = OP_BACKEND_AUTO
+    moe_unpermute: str = OP_BACKEND_AUTO
     loss_chunk_size: int = 512
     """Tokens per chunk of the fused linear + cross-entropy (bounds the fp32 logits held at once)."""
 
@@ -438,8 +448,15 @@ def validate_values(cfg: Config) -> None:
     _require(p.num_to_forward_prefetch >= 0 and p.num_to_backward_prefetch >= 0,
              "parallel.num_to_forward_prefetch/num_to_backward_prefetch: must be >= 0")
     # Parallelisms that later releases add: refuse rather than ignore.
-    for key, issue in (("tp_size", "tensor parallel"), ("ep_size", "expert parallel"),
-                       ("ep_fsdp_size", "expert-FSDP"), ("cp_size", "context parallel")):
+    _require(p.ep_size >= 1, f"parallel.ep_size: {p.ep_size} must be >= 1")
+    _require(p.ep_fsdp_size == "auto" or p.ep_fsdp_size >= 1,
+             f"parallel.ep_fsdp_size: {p.ep_fsdp_size} must be >= 1 or 'auto'")
+    for key in ("ep_modules", "ep_fsdp_modules"):
+        value = getattr(p, key)
+        _require(value is None or len(value) > 0, f"parallel.{key}: must name at least one module pattern "
+                 "(e.g. model.layers.{*}.mlp.experts) or be null")
+    # Parallelisms that later releases add: refuse rather than ignore.
+    for key, issue in (("tp_size", "tensor parallel"), ("cp_size", "context parallel")):
         value = getattr(p, key)
         _require(value >= 1, f"parallel.{key}: {value} must be >= 1")
         _require(value == 1, f"parallel.{key}={value}: {issue} is not available in this version of "
@@ -506,3 +523,23 @@ def mesh_shape(cfg: Config, world_size: int) -> tuple[int, int]:
              f"parallel.fsdp_size={shard} does not divide the world size {world_size}; use a divisor of "
              f"{world_size} or 'auto' (= {world_size})")
     return world_size // shard, shard
+
+
+def expert_mesh_shape(cfg: Config, world_size: int) -> tuple[int, int]:
+    """(ep_fsdp, ep) sizes of the expert mesh, or ConfigError if impossible. (1, 1) without EP."""
+    p = cfg.parallel
+    if p.ep_size == 1:
+        _require(p.ep_fsdp_size in ("auto", 1), f"parallel.ep_fsdp_size={p.ep_fsdp_size}: expert-FSDP splits the "
+                 "ranks of expert parallelism; set parallel.ep_size > 1, or ep_fsdp_size: auto")
+        return 1, 1
+    replicate, shard = mesh_shape(cfg, world_size)
+    _require(replicate == 1, f"parallel.ep_size={p.ep_size} with parallel.fsdp_size={shard} < world size "
+             f"{world_size}: expert parallel together with replicated (HSDP) data parallel is not available in this "
+             "version; set parallel.fsdp_size: auto")
+    _require(world_size % p.ep_size == 0, f"parallel.ep_size={p.ep_size} does not divide the world size "
+             f"{world_size}; use a divisor of {world_size}")
+    ep_fsdp = world_size // p.ep_size if p.ep_fsdp_size == "auto" else p.ep_fsdp_size
+    _require(ep_fsdp * p.ep_size == world_size, f"parallel.ep_fsdp_size={ep_fsdp}: ep_size x ep_fsdp_size "
+             f"({p.ep_size} x {ep_fsdp}) must equal the world size {world_size}; set ep_fsdp_size: "
+             f"{world_size // p.ep_size} or auto")
+    return ep_fsdp, p.ep_size

@@ -2,7 +2,8 @@ import copy
 
 import pytest
 import yaml
-from shardzoo.config import ConfigError, apply_overrides, config_from_dict, load_config, mesh_shape, validate_paths
+from shardzoo.config import (ConfigError, apply_overrides, config_from_dict, expert_mesh_shape, load_config, mesh_shape,
+                             validate_paths)
 
 
 def build(raw):
@@ -56,7 +57,9 @@ def test_wrong_type_names_key(minimal_raw, section, key, value, message):
     ("training", "save_steps", -1, "training.save_steps: -1 must be >= 0"),
     ("training", "save_total_limit", 0, "training.save_total_limit: 0 must be >= 1"),
     ("training", "export_dtype", "int8", "training.export_dtype"),
-    ("parallel", "ep_size", 2, r"parallel.ep_size=2: expert parallel is not available"),
+    ("parallel", "ep_size", 0, r"parallel.ep_size: 0 must be >= 1"),
+    ("parallel", "ep_fsdp_size", 0, r"parallel.ep_fsdp_size: 0 must be >= 1"),
+    ("parallel", "ep_modules", [], "parallel.ep_modules: must name"),
     ("parallel", "cp_size", 4, "parallel.cp_size=4"),
     ("parallel", "tp_size", 2, "parallel.tp_size=2"),
     ("parallel", "fsdp_modules", [], "parallel.fsdp_modules: must name"),
@@ -87,6 +90,26 @@ def test_mesh_shape(minimal_raw, world, fsdp, ok):
     else:
         with pytest.raises(ConfigError, match=f"parallel.fsdp_size={fsdp} does not divide the world size {world}"):
             mesh_shape(cfg, world)
+
+
+@pytest.mark.parametrize("world,parallel,ok", [
+    (8, {}, (1, 1)),
+    (8, {"ep_size": 4}, (2, 4)),
+    (8, {"ep_size": 4, "ep_fsdp_size": 2}, (2, 4)),
+    (8, {"ep_size": 8}, (1, 8)),
+    (8, {"ep_size": 4, "ep_fsdp_size": 1}, "ep_size x ep_fsdp_size .4 x 1. must equal the world size 8; set ep_fsdp_size: 2"),
+    (6, {"ep_size": 4}, "parallel.ep_size=4 does not divide the world size 6"),
+    (8, {"ep_size": 2, "fsdp_size": 4}, "expert parallel together with replicated .HSDP."),
+    (8, {"ep_fsdp_size": 2}, "parallel.ep_fsdp_size=2: expert-FSDP splits the ranks of expert parallelism"),
+])
+def test_expert_mesh_shape(minimal_raw, world, parallel, ok):
+    minimal_raw["parallel"] = parallel
+    cfg = build(minimal_raw)
+    if isinstance(ok, tuple):
+        assert expert_mesh_shape(cfg, world) == ok
+    else:
+        with pytest.raises(ConfigError, match=ok):
+            expert_mesh_shape(cfg, world)
 
 
 def test_missing_paths(minimal_raw, tmp_path):

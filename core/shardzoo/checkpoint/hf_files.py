@@ -5,6 +5,7 @@ Every checkpoint carries them (under hf/), so an export needs nothing but the ch
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,6 +18,11 @@ def write_hf_files(out: Path, hf_config, tokenizer, source_dir: Optional[str],
     from transformers import GenerationConfig
 
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(hf_config, "quantization_config", None) is not None:
+        # Weights are dequantised on import (e.g. GPT-OSS MXFP4) and trained and saved unquantised;
+        # a quantization_config left in config.json would make loaders expect the quantised layout.
+        hf_config = copy.deepcopy(hf_config)
+        del hf_config.quantization_config
     if not getattr(hf_config, "architectures", None) and architectures:
         hf_config.architectures = [architectures[0]]
     hf_config.save_pretrained(str(out))

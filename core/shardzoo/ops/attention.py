@@ -8,6 +8,9 @@ Packed rows carry several documents; `document_ids` [B, T] (equal ids = same doc
 attention inside a document. `document_ids_from_position_ids` derives them from position ids
 that restart at 0 for every document, `document_ids_from_cu_seqlens` from cumulative lengths.
 A sliding window of w lets query i see keys i - w < j <= i (HF's convention).
+
+Attention sinks (GPT-OSS): one learned logit per query head joins every softmax as an extra
+column with no value vector, so it only absorbs probability mass.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def attention_mask(q_len: int, k_len: int, device: torch.device, causal: bool,
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
                         sliding_window: Optional[int] = None, document_ids: Optional[torch.Tensor] = None,
-                        scale: Optional[float] = None) -> torch.Tensor:
+                        scale: Optional[float] = None, sinks: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Explicit softmax attention in fp32; output in q's dtype."""
     b, t, hq, d = q.shape
     hkv = k.shape[2]
@@ -67,7 +70,11 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
     mask = attention_mask(t, k.shape[1], q.device, causal, sliding_window, document_ids)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+    if sinks is not None:
+        sink_column = sinks.float().view(1, hq, 1, 1).expand(b, hq, t, 1)
+        probs = torch.softmax(torch.cat([scores, sink_column], dim=-1), dim=-1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, dim=-1)
     return (probs @ vf).transpose(1, 2).to(q.dtype)
 
 
@@ -77,13 +84,30 @@ attention = Op("attention", attention_reference)
 @attention.register("sdpa", devices=(CPU, CUDA), priority=10)
 def attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
                    sliding_window: Optional[int] = None, document_ids: Optional[torch.Tensor] = None,
-                   scale: Optional[float] = None) -> torch.Tensor:
+                   scale: Optional[float] = None, sinks: Optional[torch.Tensor] = None) -> torch.Tensor:
     """torch SDPA; the fused is_causal path when there is no window and no documents."""
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
     gqa = k.shape[2] != q.shape[2]
+    if sinks is not None:
+        return _sdpa_with_sinks(qt, kt, vt, causal, sliding_window, document_ids, scale, sinks).transpose(1, 2)
     if sliding_window is None and document_ids is None:
         out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale, enable_gqa=gqa)
     else:
         mask = attention_mask(q.shape[1], k.shape[1], q.device, causal, sliding_window, document_ids)
         out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale, enable_gqa=gqa)
     return out.transpose(1, 2)
+
+
+def _sdpa_with_sinks(qt, kt, vt, causal, sliding_window, document_ids, scale, sinks):
+    """The sink as one extra key with a zero key and value vector: its logit q.0 = 0 plus an additive
+    mask of sink[h] gives exactly the sink column, and its zero value adds nothing to the output."""
+    b, hq, t, d = qt.shape
+    s = kt.shape[2]
+    kt = torch.cat([kt, kt.new_zeros(b, kt.shape[1], 1, d)], dim=2)
+    vt = torch.cat([vt, vt.new_zeros(b, vt.shape[1], 1, vt.shape[-1])], dim=2)
+    mask = attention_mask(t, s, qt.device, causal, sliding_window, document_ids)
+    bias = torch.zeros(b, hq, t, s, dtype=qt.dtype, device=qt.device)
+    if mask is not None:
+        bias = bias.masked_fill(~mask, float("-inf"))
+    bias = torch.cat([bias, sinks.to(qt.dtype).view(1, hq, 1, 1).expand(b, hq, t, 1)], dim=-1)
+    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=bias, scale=scale, enable_gqa=kt.shape[1] != hq)

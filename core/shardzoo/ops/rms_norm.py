@@ -9,11 +9,14 @@ from ..device import CPU, CUDA
 from .dispatch import Op
 
 
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # Normalise in fp32, cast back to the input dtype, then scale: the weight multiply happens in
-    # the activation dtype, which is what the HF reference does and matters in bf16.
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in_fp32: bool = False) -> torch.Tensor:
+    # Normalise in fp32. Qwen3/Llama cast back to the input dtype, then scale (the weight multiply
+    # happens in the activation dtype); GPT-OSS scales in fp32 and casts last (weight_in_fp32).
+    # The two differ by one rounding in bf16.
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    if weight_in_fp32:
+        return (weight.float() * h).to(x.dtype)
     return weight * h.to(x.dtype)
 
 
@@ -21,7 +24,7 @@ rms_norm = Op("rms_norm", rms_norm_reference)
 
 
 @rms_norm.register("native", devices=(CPU, CUDA))
-def rms_norm_native(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm_native(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in_fp32: bool = False) -> torch.Tensor:
     # torch's fused kernel; it applies the weight before rounding to the input dtype, so in bf16
     # it differs from the reference by one rounding (exact in fp32). Opt-in, never auto.
     return F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype), eps)

@@ -7,6 +7,7 @@ for either, full head_dim wide, in fp32 and then cast to the activation dtype (H
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -18,6 +19,33 @@ RotaryMode = Literal["half", "interleave"]
 
 def rope_inv_freq(head_dim: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+
+
+def yarn_inv_freq(head_dim: int, theta: float, factor: float, original_max_position_embeddings: int, *,
+                  beta_fast: float = 32.0, beta_slow: float = 1.0, truncate: bool = True,
+                  attention_factor: float | None = None,
+                  device: torch.device | None = None) -> tuple[torch.Tensor, float]:
+    """YaRN (arXiv 2309.00071): per-frequency blend of the original (extrapolated) and the
+    factor-interpolated inverse frequencies over a linear ramp between the dimensions that make
+    beta_fast and beta_slow rotations in the original context; returns (inv_freq, attention
+    factor), the factor (default 0.1 ln(factor) + 1) multiplying both cos and sin. GPT-OSS uses
+    truncate=False: the ramp ends are not rounded to whole dimensions."""
+    def correction_dim(rotations: float) -> float:
+        return head_dim * math.log(original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001  # a zero-width ramp would divide by zero
+    ramp = torch.clamp((torch.arange(head_dim // 2, dtype=torch.float32, device=device) - low) / (high - low), 0, 1)
+    extrapolation_weight = 1 - ramp
+    pos_freqs = theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation_weight) + (1.0 / pos_freqs) * extrapolation_weight
+    if attention_factor is None:
+        attention_factor = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+    return inv_freq, attention_factor
 
 
 def rope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,

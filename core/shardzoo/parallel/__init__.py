@@ -1,10 +1,11 @@
-"""Parallelism applied from outside the model: mesh, recompute, FSDP2 (TP/EP/CP arrive later)."""
+"""Parallelism applied from outside the model: mesh, expert parallel, recompute, FSDP2 (TP/CP arrive later)."""
 
+from .expert import apply_expert_parallel
 from .fsdp import apply_fsdp, mixed_precision_policy, to_dtype
-from .mesh import build_data_parallel_mesh, gather_objects, init_distributed, shutdown_distributed
+from .mesh import Meshes, build_data_parallel_mesh, build_meshes, gather_objects, init_distributed, shutdown_distributed
 from .patterns import match_modules, pattern_to_regex
 from .recompute import apply_recompute
 
-__all__ = ["apply_fsdp", "mixed_precision_policy", "to_dtype", "build_data_parallel_mesh", "gather_objects",
+__all__ = ["apply_expert_parallel", "Meshes", "build_meshes", "apply_fsdp", "mixed_precision_policy", "to_dtype", "build_data_parallel_mesh", "gather_objects",
            "init_distributed", "shutdown_distributed",
            "match_modules", "pattern_to_regex", "apply_recompute"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
 from ..config import ParallelConfig
+from .expert import expert_fsdp_placement
 from .patterns import match_modules
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -23,8 +26,13 @@ def mixed_precision_policy(p: ParallelConfig) -> MixedPrecisionPolicy:
                                 output_dtype=to_dtype(p.output_dtype), cast_forward_inputs=p.cast_forward_inputs)
 
 
-def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelConfig) -> list[str]:
+def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelConfig,
+               expert_mesh: Optional[DeviceMesh] = None, expert_patterns: Sequence[str] = ()) -> list[str]:
     """Shard each module matched by fsdp_modules (innermost first), then `root` last.
+
+    Under expert parallelism the modules matched by `expert_patterns` (already split over experts
+    on the ep axis) become units of their own on `expert_mesh` (ep_fsdp), sharded on dim 1, before
+    the blocks that contain them.
 
     `model` is what the patterns name (the HF-shaped model: `model.layers.{*}`); `root` is the
     module whose forward the trainer calls (the task wrapping `model`), so the remaining
@@ -39,6 +47,12 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelC
     common = dict(mesh=mesh, mp_policy=mixed_precision_policy(p), offload_policy=offload,
                   ignored_params=ignored_params or None)
 
+    expert_units = []
+    if expert_mesh is not None:
+        for _, module in match_modules(model, expert_patterns, "parallel.ep_fsdp_modules"):
+            fully_shard(module, shard_placement_fn=expert_fsdp_placement,
+                        reshard_after_forward=p.reshard_after_forward, **{**common, "mesh": expert_mesh})
+            expert_units.append(module)
     units = [(n, m) for n, m in match_modules(model, p.fsdp_modules, "parallel.fsdp_modules")
              if any(q not in ignored_params for q in m.parameters())]
     # Children must be sharded before the units that contain them.
@@ -51,7 +65,7 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelC
     # The loss is already divided by the global token count, so gradients must be summed, not
     # averaged, over the data-parallel ranks. Plain SUM also sidesteps PREMUL_SUM, which gloo and
     # HCCL do not implement.
-    for module in [*modules, root]:
+    for module in [*expert_units, *modules, root]:
         module.set_gradient_divide_factor(1.0)
         module.set_force_sum_reduction_for_comms(True)
     return [n for n, _ in units]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Optional
 
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
@@ -46,6 +48,25 @@ def build_data_parallel_mesh(device_type: str, replicate: int, shard: int) -> De
     if replicate == 1:
         return init_device_mesh(device_type, (shard,), mesh_dim_names=("fsdp",))
     return init_device_mesh(device_type, (replicate, shard), mesh_dim_names=("dp_replicate", "fsdp"))
+
+
+@dataclass
+class Meshes:
+    dense: DeviceMesh
+    """FSDP mesh of every non-expert parameter: ("fsdp",) or ("dp_replicate", "fsdp")."""
+    ep: Optional[DeviceMesh] = None
+    """Expert-parallel axis (consecutive ranks); None without EP."""
+    ep_fsdp: Optional[DeviceMesh] = None
+    """Ranks holding the same experts, which FSDP-shard them on dim 1."""
+
+
+def build_meshes(device_type: str, replicate: int, shard: int, ep_fsdp: int, ep: int) -> Meshes:
+    if ep == 1:
+        return Meshes(build_data_parallel_mesh(device_type, replicate, shard))
+    assert replicate == 1 and ep_fsdp * ep == shard, "expert_mesh_shape validated the EP mesh"
+    world = init_device_mesh(device_type, (ep_fsdp, ep), mesh_dim_names=("ep_fsdp", "ep"))
+    # The dense mesh must share the expert mesh's root so FSDP and DTensor see one rank layout.
+    return Meshes(world["ep_fsdp", "ep"]._flatten("fsdp"), world["ep"], world["ep_fsdp"])
 
 
 def gather_objects(obj: object) -> list:

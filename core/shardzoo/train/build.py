@@ -1,7 +1,7 @@
 """Build the model for training: config -> (registered package | AutoModel) -> parallelize -> weights.
 
 The parallelize checklist runs in the fixed order of DESIGN.md (TP -> EP -> CP -> recompute ->
-FSDP; only recompute and FSDP exist so far). Registered models are built on the meta device
+FSDP; TP and CP do not exist yet). Registered models are built on the meta device
 and materialised shard by shard; the AutoModel path builds the HF model on the CPU first.
 """
 
@@ -15,11 +15,10 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
-from torch.distributed.device_mesh import DeviceMesh
 
 from ..checkpoint import iter_safetensors
 from ..config import Config, ConfigError, resolve_path
-from ..parallel import apply_fsdp, apply_recompute
+from ..parallel import Meshes, apply_expert_parallel, apply_fsdp, apply_recompute
 from ..parallel.materialize import init_parameters, load_parameters
 from ..registry import ModelSpec, find_spec
 from .task import TASKS
@@ -37,6 +36,7 @@ class BuiltModel:
     hf_config: Any
     fsdp_units: list[str]
     recomputed: list[str]
+    expert_parallel: list[str]
     flops_per_token: Callable[[int], float]
 
 
@@ -83,7 +83,7 @@ def resolve_model(cfg: Config) -> tuple[Optional[ModelSpec], Any]:
     return spec, make_hf_config(raw, spec, cfg.model.trust_remote_code)
 
 
-def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, mesh: DeviceMesh,
+def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshes,
                 device: torch.device) -> BuiltModel:
     m, p = cfg.model, cfg.parallel
 
@@ -97,7 +97,14 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, mesh: DeviceM
         plan = None
         flops = generic_flops_per_token(model, hf_config)
 
-    # Parallelize checklist: (TP, EP, CP not yet available) -> recompute -> FSDP.
+    # Parallelize checklist: (TP not yet available) -> EP -> (CP not yet available) -> recompute -> FSDP.
+    ep_patterns = p.ep_modules or list(plan.ep_modules if plan else [])
+    expert_parallel = []
+    if meshes.ep is not None:
+        if not ep_patterns:
+            raise ConfigError("parallel.ep_size > 1 but the model declares no expert modules; set "
+                              "parallel.ep_modules (e.g. ['model.layers.{*}.mlp.experts']) or parallel.ep_size: 1")
+        expert_parallel = apply_expert_parallel(model, ep_patterns, meshes.ep, p.ep_dispatcher)
     recomputed = []
     if p.recompute or (p.recompute is None and p.recompute_modules):
         patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
@@ -105,7 +112,8 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, mesh: DeviceM
     task_cls = TASKS[spec.task if spec else "causal_lm"]
     task = task_cls(model, cfg.ops.loss_chunk_size)
     fsdp_patterns = p.fsdp_modules or list(plan.fsdp_modules if plan else ["model.layers.{*}"])
-    units = apply_fsdp(task, model, mesh, dataclasses.replace(p, fsdp_modules=fsdp_patterns))
+    units = apply_fsdp(task, model, meshes.dense, dataclasses.replace(p, fsdp_modules=fsdp_patterns),
+                       expert_mesh=meshes.ep_fsdp, expert_patterns=p.ep_fsdp_modules or ep_patterns)
 
     if spec is not None:
         task.to_empty(device="cpu" if p.offload_to_cpu else device)
@@ -114,7 +122,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, mesh: DeviceM
         else:
             path = resolve_path(m.model_name_or_path)
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
-    return BuiltModel(model, task, spec, hf_config, units, recomputed, flops)
+    return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, flops)
 
 
 def _build_auto_model(cfg: Config, hf_config) -> nn.Module:

@@ -1,4 +1,8 @@
-"""AdamW with weight decay on matrices only (norm weights and biases are not decayed)."""
+"""AdamW with weight decay on matrices only (norm weights and biases are not decayed).
+
+Parameter groups are also split by sharding (mesh, placements), because the foreach kernels of a
+group cannot mix DTensors of different meshes (experts vs the rest under expert parallelism).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..config import TrainingConfig
+from .sharding_groups import by_sharding
 
 
 def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimizer:
@@ -13,6 +18,6 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
-                             eps=t.adam_epsilon)
+    groups = [{"params": params, "weight_decay": wd}
+              for members, wd in ((decay, t.weight_decay), (no_decay, 0.0)) for params in by_sharding(members)]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)

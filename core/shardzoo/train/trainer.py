@@ -28,10 +28,10 @@ from .. import device as devices
 from ..checkpoint.export import export_hf
 from ..checkpoint.hf_files import write_hf_files
 from ..checkpoint.manager import Checkpointer, Live
-from ..config import Config, ConfigError, mesh_shape, validate_paths
+from ..config import Config, ConfigError, expert_mesh_shape, mesh_shape, validate_paths
 from ..data import build_train_data, load_tokenizer
 from ..ops import bind_ops
-from ..parallel import build_data_parallel_mesh, gather_objects, init_distributed, shutdown_distributed, to_dtype
+from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
 from .build import build_model, check_vocab, resolve_model
 from .grad_clip import clip_grad_norm_
 from .lr_schedule import build_scheduler
@@ -79,6 +79,7 @@ def train(cfg: Config) -> TrainResult:
     validate_paths(cfg)
     device_type = devices.resolve_device_type(cfg.training.device)
     mesh_shape(cfg, devices.rank_info()[2])
+    expert_mesh_shape(cfg, devices.rank_info()[2])
     spec, hf_config = resolve_model(cfg)
     if cfg.data.packing and not (spec is not None and spec.packed_documents):
         what = f"model package {spec.name!r}" if spec else "the transformers AutoModel path"
@@ -103,6 +104,7 @@ def train(cfg: Config) -> TrainResult:
 def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank: int, world: int) -> TrainResult:
     t = cfg.training
     replicate, shard = mesh_shape(cfg, world)
+    ep_fsdp, ep = expert_mesh_shape(cfg, world)
     device = devices.local_device(device_type, local_rank)
     bound_ops = bind_ops({k: v for k, v in vars(cfg.ops).items() if k != "loss_chunk_size"}, device_type)
     torch.manual_seed(t.seed)
@@ -123,8 +125,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
         log.log(level, "data: %s; ready in %.1fs", train_data.describe(), data_seconds)
     steps = total_steps(cfg, getattr(loader, "steps_per_epoch", None))
 
-    mesh = build_data_parallel_mesh(device_type, replicate, shard)
-    built = build_model(cfg, spec, hf_config, mesh, device)
+    meshes = build_meshes(device_type, replicate, shard, ep_fsdp, ep)
+    built = build_model(cfg, spec, hf_config, meshes, device)
     optimizer = build_optimizer(built.task, t)
     scheduler = build_scheduler(optimizer, lr=t.lr, min_lr=t.min_lr, warmup_ratio=t.warmup_ratio,
                                 total_steps=steps, kind=t.lr_scheduler_type)
@@ -138,7 +140,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     peak, peak_source = devices.peak_flops(device_type, to_dtype(cfg.parallel.param_dtype))
     writer.console({"model": type(built.model).__name__, "path": "package " + spec.name if spec else "AutoModel",
                     "params": sum(p.numel() for p in built.model.parameters()), "device": device_type,
-                    "world": world, "mesh": f"{replicate}x{shard}", "fsdp_units": len(built.fsdp_units),
+                    "world": world, "mesh": f"{replicate}x{shard}" + (f" ep {ep_fsdp}x{ep}" if ep > 1 else ""),
+                    "fsdp_units": len(built.fsdp_units),
                     "recomputed": len(built.recomputed), "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
@@ -175,7 +178,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     # Reduce-scatter gradients once per step, on the last micro-batch.
                     built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
                     loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
-                                      position_ids=batch.position_ids)
+                                      position_ids=batch.position_ids, micro_batches=len(micro_batches))
                     loss.backward()
                     loss_sum += loss.detach().float()
                     throughput.add(batch.num_tokens,
@@ -193,6 +196,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                built.task.end_step()
                 result.losses.append(step_loss)
                 result.grad_norms.append(grad_norm)
                 result.steps = step + 1
@@ -203,7 +207,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     window = throughput.report()
                     record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
                               "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
-                              "peak_memory_gib": gib(devices.peak_memory_bytes(device_type))}
+                              "peak_memory_gib": gib(devices.peak_memory_bytes(device_type)),
+                              **built.task.routing_metrics()}
                     data_wait = 0.0
                     writer.write(record)
                     writer.console(record)

@@ -50,7 +50,7 @@ def worker(checkpoint: str, out: str) -> None:
     import torch.distributed as dist
     from shardzoo.config import config_from_dict
     from shardzoo.device import process_memory_bytes
-    from shardzoo.parallel import build_data_parallel_mesh, init_distributed, shutdown_distributed
+    from shardzoo.parallel import build_meshes, init_distributed, shutdown_distributed
     from shardzoo.train.build import build_model, resolve_model
 
     cfg = config_from_dict({"model": {"model_name_or_path": checkpoint,
@@ -59,11 +59,11 @@ def worker(checkpoint: str, out: str) -> None:
                             "training": {"output_dir": tempfile.mkdtemp()}})
     rank, _, world = init_distributed("cpu")
     spec, hf_config = resolve_model(cfg)
-    mesh = build_data_parallel_mesh("cpu", 1, world)
+    meshes = build_meshes("cpu", 1, world, 1, 1)
     dist.barrier()
     before = process_memory_bytes("VmRSS")
     reset_peak()
-    built = build_model(cfg, spec, hf_config, mesh, torch.device("cpu"))
+    built = build_model(cfg, spec, hf_config, meshes, torch.device("cpu"))
     peak = process_memory_bytes("VmHWM") - before
     local = sum(p.to_local().numel() * p.element_size() for p in built.model.parameters())
     results = [None] * world

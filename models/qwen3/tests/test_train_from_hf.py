@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from shardzoo.config import config_from_dict
-from shardzoo.parallel import build_data_parallel_mesh, init_distributed
+from shardzoo.parallel import build_meshes, init_distributed
 from shardzoo.train.build import build_model, resolve_model
 from shardzoo_qwen3 import tiny_config
 from transformers import Qwen3ForCausalLM as HFQwen3
@@ -30,7 +30,7 @@ def test_checkpoint_loads_under_fsdp_and_gives_hf_loss(tmp_path):
     try:
         spec, hf_config = resolve_model(cfg)
         assert spec is not None and spec.name == "qwen3"  # found through config.json architectures
-        built = build_model(cfg, spec, hf_config, build_data_parallel_mesh("cpu", 1, 1), torch.device("cpu"))
+        built = build_model(cfg, spec, hf_config, build_meshes("cpu", 1, 1, 1, 1), torch.device("cpu"))
         assert built.fsdp_units == ["model.layers.0", "model.layers.1"]
         ids = torch.randint(0, config.vocab_size, (2, 10))
         targets = torch.cat([ids[:, 1:], torch.full((2, 1), -100)], 1)
@@ -60,6 +60,6 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
         spec, hf_config = resolve_model(cfg)
         with pytest.raises(KeyError, match=r"missing \['model.layers.1.mlp.up_proj.weight'\] \(1\); "
                                            r"unexpected \['model.layers.1.mlp.extra_proj.weight'\] \(1\)"):
-            build_model(cfg, spec, hf_config, build_data_parallel_mesh("cpu", 1, 1), torch.device("cpu"))
+            build_model(cfg, spec, hf_config, build_meshes("cpu", 1, 1, 1, 1), torch.device("cpu"))
     finally:
         dist.destroy_process_group()

@@ -1,0 +1,28 @@
+"""GPT-OSS expert activation: a SwiGLU with clamps and a +1 on the linear half.
+
+    gate = clamp(a, max=limit), up = clamp(b, -limit, limit), y = gate * sigmoid(alpha * gate) * (up + 1)
+
+with (a, b) = columns (0::2, 1::2) of x when `interleaved` (GPT-OSS's gate_up layout), else the
+first and second halves. npu_clipped_swiglu computes the same but is inference-only (no
+backward, reference/npu_ops.md §5.2), so training keeps this composition of torch ops.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .dispatch import Op
+
+
+def clipped_swiglu_reference(x: torch.Tensor, alpha: float = 1.702, limit: float = 7.0,
+                             interleaved: bool = True) -> torch.Tensor:
+    if interleaved:
+        gate, up = x[..., ::2], x[..., 1::2]
+    else:
+        gate, up = x.chunk(2, dim=-1)
+    gate = gate.clamp(max=limit)
+    up = up.clamp(min=-limit, max=limit)
+    return (up + 1) * (gate * torch.sigmoid(gate * alpha))
+
+
+clipped_swiglu = Op("clipped_swiglu", clipped_swiglu_reference)
