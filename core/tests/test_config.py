@@ -2,8 +2,15 @@ import copy
 
 import pytest
 import yaml
-from shardzoo.config import (ConfigError, apply_overrides, config_from_dict, expert_mesh_shape, load_config, mesh_shape,
-                             validate_paths)
+from shardzoo.config import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    expert_mesh_shape,
+    load_config,
+    mesh_shape,
+    validate_paths,
+)
 
 
 def build(raw):
@@ -97,7 +104,8 @@ def test_mesh_shape(minimal_raw, world, fsdp, ok):
     (8, {"ep_size": 4}, (2, 4)),
     (8, {"ep_size": 4, "ep_fsdp_size": 2}, (2, 4)),
     (8, {"ep_size": 8}, (1, 8)),
-    (8, {"ep_size": 4, "ep_fsdp_size": 1}, "ep_size x ep_fsdp_size .4 x 1. must equal the world size 8; set ep_fsdp_size: 2"),
+    (8, {"ep_size": 4, "ep_fsdp_size": 1},
+     "ep_size x ep_fsdp_size .4 x 1. must equal the world size 8; set ep_fsdp_size: 2"),
     (6, {"ep_size": 4}, "parallel.ep_size=4 does not divide the world size 6"),
     (8, {"ep_size": 2, "fsdp_size": 4}, "expert parallel together with replicated .HSDP."),
     (8, {"ep_fsdp_size": 2}, "parallel.ep_fsdp_size=2: expert-FSDP splits the ranks of expert parallelism"),

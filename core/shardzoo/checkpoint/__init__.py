@@ -7,5 +7,6 @@ from .hf_weights import iter_safetensors, safetensors_files
 from .manifest import CheckpointError
 from .mxfp4 import DequantizeMxfp4, dequantize_mxfp4
 
-__all__ = ["CheckpointError", "Concat", "DequantizeMxfp4", "dequantize_mxfp4", "FusedQKV", "Interleave", "Rename", "Split", "Stack", "StateDictAdapter",
+__all__ = ["CheckpointError", "Concat", "DequantizeMxfp4", "dequantize_mxfp4",
+           "FusedQKV", "Interleave", "Rename", "Split", "Stack", "StateDictAdapter",
            "Transpose", "iter_safetensors", "safetensors_files"]

@@ -35,10 +35,14 @@ class Batch:
     """Non-padding input tokens of live rows (for throughput)."""
     position_ids: Optional[torch.Tensor] = None
     """[B, T] positions restarting per packed document (padding is a document of its own); None = 0..T-1."""
+    token_mask: Optional[torch.Tensor] = None
+    """[B, T] True on the tokens of live rows, False on padding and on filler rows (what statistics over
+    tokens, e.g. the MoE load-balancing loss, must count)."""
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
         return Batch(fn(self.input_ids), fn(self.targets), self.num_targets, self.num_tokens,
-                     None if self.position_ids is None else fn(self.position_ids))
+                     None if self.position_ids is None else fn(self.position_ids),
+                     None if self.token_mask is None else fn(self.token_mask))
 
     def to(self, device: torch.device) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -55,17 +59,19 @@ def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = ()) -> Ba
     targets = np.full((len(rows), length), IGNORE_INDEX, dtype=np.int64)
     packed = any(r.position_ids is not None for r in rows)
     positions = np.zeros((len(rows), length), dtype=np.int64) if packed else None
+    token_mask = np.zeros((len(rows), length), dtype=bool)
     for i, r in enumerate(rows):
         n = len(r.input_ids)
         input_ids[i, :n] = r.input_ids
         if not masked[i]:
             targets[i, :n] = r.targets
+            token_mask[i, :n] = True
         if packed:
             positions[i, :n] = r.position_ids if r.position_ids is not None else np.arange(n)
             positions[i, n:] = np.arange(length - n)
     num_tokens = sum(len(r.input_ids) for r, m in zip(rows, masked) if not m)
     return Batch(torch.from_numpy(input_ids), torch.from_numpy(targets), int((targets != IGNORE_INDEX).sum()),
-                 num_tokens, None if positions is None else torch.from_numpy(positions))
+                 num_tokens, None if positions is None else torch.from_numpy(positions), torch.from_numpy(token_mask))
 
 
 class _Steps:

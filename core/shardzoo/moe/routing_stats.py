@@ -1,9 +1,11 @@
 """Routing statistics of one forward: expert load for the metrics, and the load-balancing loss.
 
-Each MoE block calls `record_routing(logits, indices, with_probs)`; while a RoutingCollector is
+Each MoE block calls `record_routing(logits, indices, probs)`; while a RoutingCollector is
 active (the task's forward) it keeps per layer the token count of every expert and, when the aux
-loss is on, the sum over tokens of softmax(logits). Activation recompute re-runs the blocks
-during backward, outside the collector, so nothing is counted twice.
+loss is on, the router probabilities softmax(logits). Only real tokens count (the batch's
+token_mask: padding and filler rows are left out, as transformers does with an attention mask),
+so the loss does not depend on how a batch is split and padded over ranks. Activation recompute
+re-runs the blocks during backward, outside the collector, so nothing is counted twice.
 
 The loss is the Switch-Transformer form that transformers uses for Qwen3-MoE and GPT-OSS, with
 the statistics pooled over layers (model_facts §3):
@@ -32,22 +34,24 @@ def aux_loss_coef(config) -> float:
     return float(getattr(config, "router_aux_loss_coef", 0.0) or 0.0)
 
 
-def router_prob_sum(logits: torch.Tensor) -> torch.Tensor:
-    """Sum over tokens of the softmax over all experts (fp32): the P statistic before pooling."""
-    return torch.softmax(logits, dim=-1, dtype=torch.float32).sum(0)
+def router_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over all experts in fp32 [T, E]: the P statistic before pooling."""
+    return torch.softmax(logits, dim=-1, dtype=torch.float32)
 
 
-def record_routing(logits: torch.Tensor, indices: torch.Tensor, prob_sum: Optional[torch.Tensor]) -> None:
+def record_routing(logits: torch.Tensor, indices: torch.Tensor, probs: Optional[torch.Tensor]) -> None:
     """Called by every MoE block with its router logits [T, E], chosen experts [T, k] and, when the
-    aux loss is on, router_prob_sum(logits). Blocks compute prob_sum whether or not a collector
-    is listening, so a recomputed forward saves the same tensors as the first one."""
+    aux loss is on, router_probs(logits). Blocks compute probs whether or not a collector is
+    listening, so a recomputed forward saves the same tensors as the first one."""
     collector = _ACTIVE.get()
     if collector is not None:
-        collector.add(logits.shape[-1], indices, prob_sum)
+        collector.add(logits.shape[-1], indices, probs)
 
 
 class RoutingCollector:
-    def __init__(self) -> None:
+    def __init__(self, token_mask: Optional[torch.Tensor] = None) -> None:
+        """token_mask [B, T] (or flat): True on the tokens to count; None counts every token."""
+        self.mask = None if token_mask is None else token_mask.reshape(-1)
         self.counts: list[torch.Tensor] = []
         self.prob_sums: list[torch.Tensor] = []
         self.tokens = 0
@@ -60,11 +64,14 @@ class RoutingCollector:
     def __exit__(self, *exc) -> None:
         _ACTIVE.reset(self._token)
 
-    def add(self, num_experts: int, indices: torch.Tensor, prob_sum: Optional[torch.Tensor]) -> None:
+    def add(self, num_experts: int, indices: torch.Tensor, probs: Optional[torch.Tensor]) -> None:
+        if self.mask is not None:
+            indices = indices[self.mask]
+            probs = None if probs is None else probs[self.mask]
         self.counts.append(torch.bincount(indices.reshape(-1), minlength=num_experts).float())
         self.tokens = indices.shape[0]
-        if prob_sum is not None:
-            self.prob_sums.append(prob_sum)
+        if probs is not None:
+            self.prob_sums.append(probs.sum(0))
 
     def layer_counts(self) -> Optional[torch.Tensor]:
         """Tokens routed to each expert, [layers, experts] (this rank, this forward)."""

@@ -6,6 +6,7 @@ from .mesh import Meshes, build_data_parallel_mesh, build_meshes, gather_objects
 from .patterns import match_modules, pattern_to_regex
 from .recompute import apply_recompute
 
-__all__ = ["apply_expert_parallel", "Meshes", "build_meshes", "apply_fsdp", "mixed_precision_policy", "to_dtype", "build_data_parallel_mesh", "gather_objects",
+__all__ = ["apply_expert_parallel", "Meshes", "build_meshes",
+           "apply_fsdp", "mixed_precision_policy", "to_dtype", "build_data_parallel_mesh", "gather_objects",
            "init_distributed", "shutdown_distributed",
            "match_modules", "pattern_to_regex", "apply_recompute"]

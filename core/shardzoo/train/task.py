@@ -40,11 +40,13 @@ class CausalLMTask(nn.Module):
         self._last_step: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float | torch.Tensor,
-                position_ids: torch.Tensor | None = None, micro_batches: int = 1) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, micro_batches: int = 1,
+                token_mask: torch.Tensor | None = None) -> torch.Tensor:
         """position_ids restarting per document mark a packed batch: the decoder then keeps attention
         inside each document (models that declare ModelSpec.packed_documents accept document_ids).
-        The aux loss of a step is the mean over its `micro_batches` of each micro-batch's aux."""
-        with RoutingCollector() as routing:
+        The aux loss of a step is the mean over its `micro_batches` of each micro-batch's aux, counting
+        the tokens of `token_mask` (all when None)."""
+        with RoutingCollector(token_mask) as routing:
             if position_ids is None:
                 out = self.model.get_decoder()(input_ids=input_ids)
             else:

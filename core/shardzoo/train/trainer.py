@@ -178,7 +178,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     # Reduce-scatter gradients once per step, on the last micro-batch.
                     built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
                     loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
-                                      position_ids=batch.position_ids, micro_batches=len(micro_batches))
+                                      position_ids=batch.position_ids, micro_batches=len(micro_batches),
+                                      token_mask=batch.token_mask)
                     loss.backward()
                     loss_sum += loss.detach().float()
                     throughput.add(batch.num_tokens,

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
 from shardzoo.moe import GroupedExperts, record_routing, topk_then_softmax
-from shardzoo.moe.routing_stats import aux_loss_coef, router_prob_sum
+from shardzoo.moe.routing_stats import aux_loss_coef, router_probs
 from transformers import GptOssConfig
 
 ROPE_KEYS = {"rope_type", "rope_theta", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
@@ -52,10 +52,10 @@ def rope_tables(config: GptOssConfig, device: torch.device) -> tuple[torch.Tenso
     if rope_type != "yarn" or unknown:
         raise NotImplementedError(f"GPT-OSS rope_parameters {params}: only default and yarn (without "
                                   f"{sorted(unknown) or 'other types'}) are implemented")
-    return ops.yarn_inv_freq(d, theta, float(params["factor"]), int(params["original_max_position_embeddings"]),
-                             beta_fast=float(params.get("beta_fast") or 32), beta_slow=float(params.get("beta_slow") or 1),
-                             truncate=bool(params.get("truncate", True)), attention_factor=params.get("attention_factor"),
-                             device=device)
+    return ops.yarn_inv_freq(
+        d, theta, float(params["factor"]), int(params["original_max_position_embeddings"]),
+        beta_fast=float(params.get("beta_fast") or 32), beta_slow=float(params.get("beta_slow") or 1),
+        truncate=bool(params.get("truncate", True)), attention_factor=params.get("attention_factor"), device=device)
 
 
 class GptOssRMSNorm(nn.Module):
@@ -107,7 +107,7 @@ class GptOssMLP(nn.Module):
         flat = x.reshape(-1, x.shape[-1])
         logits = F.linear(flat, self.router.weight, self.router.bias)
         weights, indices = topk_then_softmax(logits, self.top_k)
-        record_routing(logits, indices, router_prob_sum(logits) if self.with_aux_loss else None)
+        record_routing(logits, indices, router_probs(logits) if self.with_aux_loss else None)
         return self.experts(flat, indices, weights).view_as(x)
 
 
