@@ -56,19 +56,42 @@ def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> list
     others = _tensor_leaves(payload)
     assert not others, f"non-tensor values would be pickled into the checkpoint: {others[:5]}"
     dcp.save(payload, storage_writer=HuggingFaceStorageWriter(str(path), save_distributed=True))
-    return [{k: _json_value(v) for k, v in group.items() if k != "params"} for group in optim_sd["param_groups"]]
+    # The groups' parameter names are saved too: a run with another layout (e.g. expert parallel on or
+    # off) splits the same parameters into other groups, and takes each group's settings by name.
+    return [{k: _json_value(v) for k, v in group.items()} for group in optim_sd["param_groups"]]
+
+
+def _settings_for(group: dict, saved_groups: list[dict], index: int) -> dict:
+    """The saved settings of `group` (current, params as FQNs): from the saved group(s) holding its
+    parameters, which must agree; checkpoints without names match groups by position."""
+    if any("params" not in saved for saved in saved_groups):
+        return saved_groups[index]
+    owner = {name: i for i, saved in enumerate(saved_groups) for name in saved["params"]}
+    missing = [name for name in group["params"] if name not in owner]
+    if missing:
+        raise ValueError(f"optimizer parameters {missing[:5]} are in no parameter group of the checkpoint")
+    settings = [{k: v for k, v in saved_groups[i].items() if k != "params"}
+                for i in sorted({owner[name] for name in group["params"]})]
+    if any(s != settings[0] for s in settings[1:]):
+        raise ValueError(f"optimizer group {index} of this run joins parameters that the checkpoint trained with "
+                         f"different settings ({settings}); resume with the same optimizer settings")
+    return settings[0]
 
 
 def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_groups: list[dict]) -> None:
     """Load model + optimizer tensors from `path` (collective) and the saved param-group settings."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    if len(param_groups) != len(optim_sd["param_groups"]):
+    named = all("params" in saved for saved in param_groups)
+    if not named and len(param_groups) != len(optim_sd["param_groups"]):
         raise ValueError(f"the checkpoint has {len(param_groups)} optimizer parameter groups, this run has "
                          f"{len(optim_sd['param_groups'])}; resume with the same optimizer settings")
+    settings = [_settings_for(group, param_groups, i) for i, group in enumerate(optim_sd["param_groups"])]
     dcp.load({MODEL_KEY: _without_aliases(model_sd, model), OPTIM_KEY: optim_sd["state"]},
              storage_reader=HuggingFaceStorageReader(str(path)))
-    for group, saved in zip(optim_sd["param_groups"], param_groups):
+    for group, saved in zip(optim_sd["param_groups"], settings):
         for key, value in saved.items():
+            if key == "params":
+                continue
             current = group.get(key)
             if isinstance(current, torch.Tensor):
                 group[key] = torch.tensor(value, dtype=current.dtype, device=current.device)

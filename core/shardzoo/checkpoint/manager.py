@@ -36,6 +36,7 @@ from ..parallel.mesh import gather_objects
 from . import dcp_state, failpoints, layout, rng
 from .hf_files import HF_DIR
 from .manifest import CheckpointError, describe_files, list_files, raise_if_any, verify, write_manifest
+from .scheduler_state import load_scheduler_state
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class Checkpointer:
             state = _read_json(path / TRAINER_STATE)
             own = rng_file(path, self.rank)
             rng_state = _read_json(own) if own.is_file() else None
-            live.scheduler.load_state_dict(state["scheduler"])
+            load_scheduler_state(live.scheduler, state["scheduler"])
             live.loader.load_state_dict(state["loader"])
         except (CheckpointError, ValueError, KeyError) as exc:
             error = f"{path}: cannot resume: {exc}"

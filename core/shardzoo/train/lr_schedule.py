@@ -30,3 +30,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, lr: float, min_lr: floa
     warm = warmup_steps(total_steps, warmup_ratio)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_at(s, lr=lr, min_lr=min_lr, warmup=warm, total_steps=total_steps, kind=kind) / lr)
+

@@ -1,12 +1,13 @@
 """Expert parallel on gloo ranks gives the loss curve of 1 process: EP=2 (with FSDP2 over the
-dense parameters), both dispatchers, and EP=2 x ep_fsdp=2 on 4 ranks."""
+dense parameters), both dispatchers, and EP=2 x ep_fsdp=2 on 4 ranks; an EP=2 checkpoint resumes
+in one process (DCP reshards the experts) on the uninterrupted curve."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from shardzoo.testing import run_training
+from shardzoo.testing import launch_training, loss_curve, run_training
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "models/gpt_oss/configs/tune_gpt_oss_tiny.yaml"
@@ -53,3 +54,18 @@ def test_ep2_by_ep_fsdp2_on_four_ranks_equals_one_process(single, tmp_path):
                        overrides=COMMON + ["--training.per_device_train_batch_size", str(GLOBAL_BATCH // 4),
                                            "--parallel.ep_size", "2", "--parallel.ep_fsdp_size", "2"])
     assert_same_curve(run, single)
+
+
+def test_ep2_checkpoint_resumes_in_one_process(single, tmp_path):
+    # SIGKILL right after checkpoint-3 is published, then resume in another layout.
+    killed = launch_training(CONFIG, tmp_path, nproc=2, cwd=REPO, env={"SHARDZOO_FAILPOINT": "save.published:3"},
+                             overrides=COMMON + ["--training.per_device_train_batch_size", str(GLOBAL_BATCH // 2),
+                                                 "--parallel.ep_size", "2", "--training.save_steps", "3"])
+    assert killed.returncode != 0 and (tmp_path / "checkpoint-3").is_dir()
+    resumed = run_training(CONFIG, tmp_path, nproc=1, cwd=REPO,
+                           overrides=COMMON + ["--training.per_device_train_batch_size", str(GLOBAL_BATCH),
+                                               "--training.save_steps", "3"])
+    assert any(r.get("resumed_from", "").endswith("checkpoint-3") for r in resumed)
+    curve, want = loss_curve(resumed), loss_curve(single)
+    assert sorted(curve) == sorted(want) == [1, 2, 3, 4, 5]
+    assert [curve[s] for s in range(1, 6)] == pytest.approx([want[s] for s in range(1, 6)], rel=RTOL)
