@@ -1,14 +1,16 @@
-"""Registration of the Qwen3 package: what core needs to build, shard, load and measure it."""
+"""Registration of the Qwen3 package (Qwen3 dense and Qwen3-MoE): what core needs to build, shard, load
+and measure them."""
 
 from __future__ import annotations
 
 import torch
-from shardzoo.checkpoint import StateDictAdapter
+from shardzoo.checkpoint import Concat, Stack, StateDictAdapter
 from shardzoo.parallel.materialize import default_init
 from shardzoo.registry import ModelSpec, ParallelPlan
-from transformers import Qwen3Config
+from transformers import Qwen3Config, Qwen3MoeConfig
 
 from .modeling_qwen3 import Qwen3ForCausalLM, head_dim
+from .modeling_qwen3_moe import Qwen3MoeForCausalLM, is_sparse
 
 
 def init_fn(config: Qwen3Config):
@@ -55,5 +57,62 @@ SPEC = ModelSpec(
     tiny_config=tiny_config,
     adapter=StateDictAdapter(tied_skip=("lm_head.weight",)),
     plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",)),
+    packed_documents=True,
+)
+
+
+# ----------------------------------------------------------------------------- Qwen3-MoE
+
+def moe_flops_per_token(config: Qwen3MoeConfig, seq_len: int) -> float:
+    """As flops_per_token, with the router and the top-k experts' matmuls in sparse layers."""
+    h, d, layers = config.hidden_size, head_dim(config), config.num_hidden_layers
+    q, kv = config.num_attention_heads * d, config.num_key_value_heads * d
+    attention = h * (q + 2 * kv) + q * h
+    sparse = h * config.num_experts + config.num_experts_per_tok * 3 * h * config.moe_intermediate_size
+    dense = 3 * h * config.intermediate_size
+    matmul_params = sum(attention + (sparse if is_sparse(config, i) else dense) for i in range(layers))
+    matmul_params += config.vocab_size * h
+    return 6 * matmul_params + 12 * layers * config.num_attention_heads * d * seq_len
+
+
+def moe_tiny_config(**overrides) -> Qwen3MoeConfig:
+    """The Qwen3 tiny config plus 8 experts, top-2, and one dense layer (model_facts §3)."""
+    fields = dict(vocab_size=128, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+                  num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=1e6,
+                  rms_norm_eps=1e-6, max_position_embeddings=256, tie_word_embeddings=False, num_experts=8,
+                  num_experts_per_tok=2, norm_topk_prob=True, mlp_only_layers=[1], decoder_sparse_step=1)
+    fields.update(overrides)
+    return Qwen3MoeConfig(**fields)
+
+
+EXPERTS = "model.layers.{layer}.mlp.experts"
+
+
+def _num_experts(config: Qwen3MoeConfig) -> int:
+    return config.num_experts
+
+
+# Hub checkpoints (and transformers' save_pretrained) keep one tensor per expert; ours are the v5
+# stacks with gate and up concatenated. Checkpoints already in the stacked layout pass unchanged.
+MOE_ADAPTER = StateDictAdapter(
+    ops=(Stack(f"{EXPERTS}.{{expert}}.gate_proj.weight", f"{EXPERTS}.gate_proj", _num_experts),
+         Stack(f"{EXPERTS}.{{expert}}.up_proj.weight", f"{EXPERTS}.up_proj", _num_experts),
+         Stack(f"{EXPERTS}.{{expert}}.down_proj.weight", f"{EXPERTS}.down_proj", _num_experts),
+         Concat((f"{EXPERTS}.gate_proj", f"{EXPERTS}.up_proj"), f"{EXPERTS}.gate_up_proj", dim=1)),
+    tied_skip=("lm_head.weight",))
+
+MOE_SPEC = ModelSpec(
+    name="qwen3_moe",
+    config_class=Qwen3MoeConfig,
+    model_class=Qwen3MoeForCausalLM,
+    architectures=("Qwen3MoeForCausalLM",),
+    model_types=("qwen3_moe",),
+    build_model=Qwen3MoeForCausalLM,
+    init_fn=init_fn,
+    flops_per_token=moe_flops_per_token,
+    tiny_config=moe_tiny_config,
+    adapter=MOE_ADAPTER,
+    plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",),
+                      ep_modules=("model.layers.{*}.mlp.experts",)),
     packed_documents=True,
 )
