@@ -1,4 +1,4 @@
-"""Sessions: test-core, test-qwen3, tests (all), lint, bench, tune-qwen3-tiny.
+"""Sessions: test-core, test-qwen3, test-gpt_oss, tests (all), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -16,7 +16,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("SHARDZOO_TORCH", "torch==2.13.0")
 TORCH_INDEX = os.environ.get("SHARDZOO_TORCH_INDEX")
-MODELS = ["qwen3"]
+MODELS = ["qwen3", "gpt_oss"]
 
 
 def install(session: nox.Session, models: list[str], *extra: str) -> None:
@@ -48,6 +48,13 @@ def test_qwen3(session: nox.Session) -> None:
     pytest(session, "models/qwen3/tests")
 
 
+@nox.session(name="test-gpt_oss")
+def test_gpt_oss(session: nox.Session) -> None:
+    """GPT-OSS: parity vs transformers, MXFP4 import, golden loss, EP/FSDP2 equivalence, launch scripts."""
+    install(session, ["gpt_oss"], "pytest")
+    pytest(session, "models/gpt_oss/tests")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Everything CI runs."""
@@ -77,3 +84,10 @@ def tune_qwen3_tiny(session: nox.Session) -> None:
     """The main job: a tiny Qwen3 fine-tune on the CPU with the sample data."""
     install(session, ["qwen3"])
     session.run("bash", "models/qwen3/tune_tiny.sh", *session.posargs, external=True)
+
+
+@nox.session(name="tune-gpt_oss-tiny")
+def tune_gpt_oss_tiny(session: nox.Session) -> None:
+    """A tiny GPT-OSS fine-tune on the CPU (NPROC=2 and --parallel.ep_size 2 for expert parallel)."""
+    install(session, ["gpt_oss"])
+    session.run("bash", "models/gpt_oss/tune_tiny.sh", *session.posargs, external=True)

@@ -1,0 +1,62 @@
+"""The launch scripts: tune_tiny.sh runs end to end (also with EP=2); tune_20b.sh and its config are complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from shardzoo.config import expert_mesh_shape, load_config
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_tune_tiny_runs_end_to_end_with_expert_parallel(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(["bash", "models/gpt_oss/tune_tiny.sh", "--training.max_steps", "10",
+                           "--training.output_dir", str(out), "--training.progress_bar", "false",
+                           "--parallel.ep_size", "2", "--training.per_device_train_batch_size", "4"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "NPROC": "2"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10]
+    for key in ("loss", "grad_norm", "tokens_per_s", "mfu", "aux_loss"):
+        assert all(isinstance(r[key], float) for r in records), key
+    # 4 experts, top-2, 8 rows of <= 256 tokens per step: every expert load is a count in range.
+    assert all(0 <= r["expert_tokens_min"] <= r["expert_tokens_max"] <= 2 * 8 * 256 for r in records)
+    assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_tune_20b_script_and_config_are_complete():
+    cfg = load_config(REPO / "models/gpt_oss/configs/tune_gpt_oss_20b_4k.yaml",
+                      ["--parallel.ep_size", "4"])
+    assert cfg.model.model_id == "gpt_oss" and not cfg.model.train_from_scratch
+    assert cfg.data.cutoff_len == 4096 and cfg.data.template == "gpt_oss"
+    assert cfg.parallel.param_dtype == "bf16" and cfg.parallel.reduce_dtype == "fp32"
+    assert expert_mesh_shape(cfg, 8) == (2, 4)
+    script = (REPO / "models/gpt_oss/tune_20b.sh").read_text()
+    for var in ("NPUS_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "MODEL_DIR", "EP_SIZE"):
+        assert f"{var}=${{{var}:-" in script, var
+    assert "tune_gpt_oss_20b_4k.yaml" in script
+    proc = subprocess.run(["bash", "-n", str(REPO / "models/gpt_oss/tune_20b.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(["bash", str(REPO / "models/gpt_oss/tune_20b.sh")], capture_output=True, text=True,
+                          env={**os.environ, "MODEL_DIR": "/nonexistent"})
+    assert proc.returncode == 2 and "has no config.json" in proc.stderr
+
+
+def test_20b_config_json_builds_the_released_architecture():
+    import torch
+    from shardzoo.train.build import make_hf_config
+    from shardzoo_gpt_oss import SPEC
+
+    raw = json.loads((REPO / "models/gpt_oss/configs/gpt-oss-20b/config.json").read_text())
+    config = make_hf_config(raw, SPEC, trust_remote_code=False)
+    with torch.device("meta"):
+        model = SPEC.build_model(config)
+    total = sum(p.numel() for p in model.parameters())
+    assert 20.0e9 < total < 22.0e9  # gpt-oss-20b: 20.9B parameters
+    assert model.model.layers[0].self_attn.sliding_window == 128
+    assert model.model.layers[1].self_attn.sliding_window is None
