@@ -70,6 +70,16 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import format_plan, plan_memory
+
+    cfg = load_config(args.config, args.overrides)
+    if args.world_size < 1:
+        raise ConfigError(f"--world-size: {args.world_size} must be >= 1")
+    print(format_plan(plan_memory(cfg, args.world_size), args.device_memory))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shardzoo", description="FSDP2 training for the shardzoo model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,9 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     p_ops = sub.add_parser("ops", help="print the fused ops and the backend bound on this machine")
     p_ops.add_argument("--device", default="auto")
     p_ops.set_defaults(fn=_ops)
+    p_plan = sub.add_parser("plan", help="dry run: per-rank memory of a config's parallel plan (meta device, "
+                            "fake process group, no weights)")
+    p_plan.add_argument("config")
+    p_plan.add_argument("--world-size", type=int, required=True, help="number of ranks (devices)")
+    p_plan.add_argument("--device-memory", type=parse_size, default=None,
+                        help="memory per device, e.g. 64GB (910B) or 80GB (H100): say whether the plan fits")
+    p_plan.set_defaults(fn=_plan)
     p_models = sub.add_parser("models", help="list installed model packages")
     p_models.set_defaults(fn=_models)
-    args = parser.parse_args(argv)
+    # plan mixes its own options with --section.key overrides, so its unknown arguments are the overrides.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "plan":
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)

@@ -84,7 +84,8 @@ def resolve_model(cfg: Config) -> tuple[Optional[ModelSpec], Any]:
 
 
 def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshes,
-                device: torch.device) -> BuiltModel:
+                device: torch.device, materialize: bool = True) -> BuiltModel:
+    """materialize=False leaves a registered model sharded on the meta device (shardzoo plan)."""
     m, p = cfg.model, cfg.parallel
 
     if spec is not None:
@@ -115,7 +116,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     units = apply_fsdp(task, model, meshes.dense, dataclasses.replace(p, fsdp_modules=fsdp_patterns),
                        expert_mesh=meshes.ep_fsdp, expert_patterns=p.ep_fsdp_modules or ep_patterns)
 
-    if spec is not None:
+    if spec is not None and materialize:
         task.to_empty(device="cpu" if p.offload_to_cpu else device)
         if m.train_from_scratch:
             init_parameters(model, cfg.training.seed, spec.init_fn(hf_config))

@@ -1,0 +1,148 @@
+"""`shardzoo plan`: per-rank memory of a config's parallel plan, without devices or weights.
+
+The model is built on the meta device and parallelized by the same code as training (expert
+parallel, recompute, FSDP2) over a fake process group of the requested world size, so the
+sharded sizes are the real ones (FSDP's padding included). Reported for rank 0, which holds the
+largest shards:
+
+  parameters   local shards, in the dtype they are stored (fp32 master weights)
+  gradients    the same shapes and dtype (FSDP2 keeps sharded gradients)
+  optimizer    AdamW: exp_avg and exp_avg_sq, fp32, per local element
+  gathered     unsharded parameters in param_dtype while computing: the root unit (embeddings,
+               head) plus (1 + num_to_forward_prefetch) of the largest block (its experts: this
+               rank's ep share)
+  activations  an estimate, per micro-batch of per_device_train_batch_size x cutoff_len tokens:
+               each block saves its input (H); a block's internals are saved for all blocks
+               without recompute, for one block with it: attention q, k, v, output and the two
+               norm outputs; MLP gate/up and product (dense: 3 I; MoE: k copies of the token,
+               2 I + I per copy, plus fp32 router probabilities); plus the loss chunk's fp32
+               logits and their gradient (loss_chunk_size x vocab x 4 x 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+
+from .config import Config, ConfigError, expert_mesh_shape, mesh_shape
+from .moe import GroupedExperts
+from .parallel import build_meshes
+from .parallel.fsdp import to_dtype
+from .train.build import build_model, resolve_model
+
+ADAM_STATES = 2
+
+
+@dataclass
+class MemoryPlan:
+    world: int
+    mesh: str
+    params: int
+    grads: int
+    optimizer: int
+    gathered: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer + self.gathered + self.activations
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [("parameters (sharded)", self.params), ("gradients (sharded)", self.grads),
+                ("optimizer state (AdamW)", self.optimizer), ("gathered for compute", self.gathered),
+                ("activations (estimate)", self.activations), ("total", self.total)]
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    local = t.to_local() if isinstance(t, DTensor) else t
+    return local.numel() * local.element_size()
+
+
+def _gathered_bytes(task: nn.Module, cfg: Config, ep: int) -> int:
+    """Bytes of each FSDP unit's own parameters when unsharded, in param_dtype."""
+    width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
+    named = [(n, m) for n, m in task.named_modules() if isinstance(m, FSDPModule)]
+    units = [m for _, m in named]
+    owner: dict[int, nn.Module] = {}
+    # Innermost units claim their parameters first; the root ("") takes what is left.
+    for _, unit in sorted(named, key=lambda nm: -(nm[0].count(".") + 1) if nm[0] else 0):
+        for p in unit.parameters():
+            owner.setdefault(id(p), unit)
+    size: dict[int, int] = {}
+    for unit in units:
+        for p in unit.parameters():
+            if owner[id(p)] is unit:
+                numel = p.numel() // (ep if isinstance(unit, GroupedExperts) else 1)
+                size[id(unit)] = size.get(id(unit), 0) + numel * width
+    root = size.get(id(task), 0)
+    blocks = []
+    for unit in units:
+        if unit is task or isinstance(unit, GroupedExperts):
+            continue
+        inner = sum(size.get(id(m), 0) for m in unit.modules() if isinstance(m, GroupedExperts))
+        blocks.append(size.get(id(unit), 0) + inner)
+    return root + (1 + cfg.parallel.num_to_forward_prefetch) * max(blocks, default=0)
+
+
+def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
+    """The estimate described in the module docstring."""
+    width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
+    n = cfg.training.per_device_train_batch_size * cfg.data.cutoff_len
+    h, layers = hf_config.hidden_size, hf_config.num_hidden_layers
+    d = getattr(hf_config, "head_dim", None) or h // hf_config.num_attention_heads
+    q, kv = hf_config.num_attention_heads * d, hf_config.num_key_value_heads * d
+    attention = 2 * h + q + 2 * kv + q
+    experts = getattr(hf_config, "num_local_experts", None) or getattr(hf_config, "num_experts", 0) or 0
+    if experts:
+        k = hf_config.num_experts_per_tok
+        inter = getattr(hf_config, "moe_intermediate_size", None) or hf_config.intermediate_size
+        mlp = k * (h + 3 * inter) + experts * 4 // width
+    else:
+        mlp = 3 * hf_config.intermediate_size
+    block_inputs = layers * n * h * width
+    internals = n * (attention + mlp) * width
+    logits = min(cfg.ops.loss_chunk_size, n) * hf_config.vocab_size * 4 * 2
+    return block_inputs + (internals if recompute else layers * internals) + logits
+
+
+def plan_memory(cfg: Config, world: int) -> MemoryPlan:
+    replicate, shard = mesh_shape(cfg, world)
+    ep_fsdp, ep = expert_mesh_shape(cfg, world)
+    spec, hf_config = resolve_model(cfg)
+    if spec is None:
+        raise ConfigError("model.model_id: shardzoo plan needs a registered model package (the AutoModel path "
+                          "builds the model on the CPU); set model.model_id")
+    from torch.testing._internal.distributed.fake_pg import FakeStore  # registers the "fake" backend
+
+    if dist.is_initialized():
+        raise RuntimeError("shardzoo plan builds its own fake process group; run it outside a distributed job")
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
+    try:
+        meshes = build_meshes("cpu", replicate, shard, ep_fsdp, ep)
+        built = build_model(cfg, spec, hf_config, meshes, torch.device("meta"), materialize=False)
+        params = sum(_nbytes(p) for p in built.task.parameters())
+        trainable = sum(_nbytes(p) for p in built.task.parameters() if p.requires_grad)
+        locals_ = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
+                      for p in built.task.parameters() if p.requires_grad)
+        gathered = _gathered_bytes(built.task, cfg, ep)
+    finally:
+        dist.destroy_process_group()
+    mesh = f"fsdp {replicate}x{shard}" + (f", ep_fsdp {ep_fsdp} x ep {ep}" if ep > 1 else "")
+    return MemoryPlan(world, mesh, params, trainable, ADAM_STATES * 4 * locals_, gathered,
+                      activation_bytes(cfg, hf_config, bool(built.recomputed)))
+
+
+def format_plan(plan: MemoryPlan, device_bytes: Optional[int]) -> str:
+    lines = [f"per-rank memory, world {plan.world} ({plan.mesh}), rank 0:"]
+    lines += [f"  {name:<26}{value / 2**30:10.3f} GiB" for name, value in plan.rows()]
+    if device_bytes is not None:
+        verdict = "fits" if plan.total <= device_bytes else "does NOT fit"
+        lines.append(f"  {verdict} in {device_bytes / 2**30:.1f} GiB per device "
+                     f"({100 * plan.total / device_bytes:.0f}% used; allocator overhead and fragmentation not counted)")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""`shardzoo plan`: per-rank figures of a tiny GPT-OSS config against totals computed by hand, and
+the 20B config on 8 ranks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from shardzoo.config import load_config
+from shardzoo.plan import plan_memory
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "models/gpt_oss/configs/tune_gpt_oss_tiny.yaml"
+
+# tune_gpt_oss_tiny.yaml by hand: V 1024, H 64, intermediate 64, L 4, 4 heads / 2 kv heads of 16, 4 experts.
+V, H, INTER, L, Q, KV, E = 1024, 64, 64, 4, 4 * 16, 2 * 16, 4
+ATTENTION = (H * Q + Q) + 2 * (H * KV + KV) + (Q * H + H) + 4  # q, k, v, o with biases; 4 sinks
+ROUTER = E * H + E
+EXPERTS = E * (H * 2 * INTER + 2 * INTER) + E * (INTER * H + H)
+BLOCK_DENSE = 2 * H + ATTENTION + ROUTER
+ROOT = V * H + H + V * H  # embedding, final norm, head
+TOTAL = ROOT + L * (BLOCK_DENSE + EXPERTS)
+
+
+@pytest.mark.parametrize("ep", [1, 2])
+def test_tiny_plan_matches_hand_computed_totals(ep):
+    cfg = load_config(TINY, ["--parallel.ep_size", str(ep), "--training.output_dir", "unused"])
+    plan = plan_memory(cfg, world=2)
+    # fp32 storage; every sharded dim is even, so rank 0 holds exactly half of every tensor (experts:
+    # half of them on the ep axis, or half of each on the fsdp axis).
+    assert plan.params == TOTAL * 4 // 2
+    assert plan.grads == plan.params
+    assert plan.optimizer == 2 * plan.params
+    # param_dtype fp32, no prefetch: the root unit plus one block with this rank's experts.
+    assert plan.gathered == (ROOT + BLOCK_DENSE + EXPERTS // ep) * 4
+    assert plan.total == plan.params + plan.grads + plan.optimizer + plan.gathered + plan.activations
+
+
+def test_recompute_shrinks_the_activation_estimate():
+    cfg = load_config(TINY, ["--training.output_dir", "unused"])
+    with_recompute = load_config(TINY, ["--training.output_dir", "unused", "--parallel.recompute", "true"])
+    full, saved = plan_memory(cfg, 2).activations, plan_memory(with_recompute, 2).activations
+    # Without recompute L blocks keep their internals, with it one block does: L - 1 blocks' worth less.
+    n = 8 * 256
+    internals = n * ((2 * H + Q + 2 * KV + Q) + 2 * (H + 3 * INTER) + E) * 4
+    assert full - saved == (L - 1) * internals
+
+
+def test_plan_cli_on_the_20b_config_for_8_ranks():
+    proc = subprocess.run([sys.executable, "-m", "shardzoo", "plan", "models/gpt_oss/configs/tune_gpt_oss_20b_4k.yaml",
+                           "--world-size", "8", "--device-memory", "64GB", "--model.model_name_or_path",
+                           "models/gpt_oss/configs/gpt-oss-20b", "--parallel.ep_size", "4"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "world 8 (fsdp 1x8, ep_fsdp 2 x ep 4)" in out and "fits in 64.0 GiB" in out
+    params_gib = float(out.split("parameters (sharded)")[1].split("GiB")[0])
+    assert 20.0e9 * 4 / 8 / 2**30 < params_gib < 22.0e9 * 4 / 8 / 2**30  # 20.9B fp32 over 8 ranks
+    proc = subprocess.run([sys.executable, "-m", "shardzoo", "plan", "models/gpt_oss/configs/tune_gpt_oss_20b_4k.yaml",
+                           "--world-size", "8", "--device-memory", "32GB", "--model.model_name_or_path",
+                           "models/gpt_oss/configs/gpt-oss-20b"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "does NOT fit in 32.0 GiB" in proc.stdout
