@@ -8,30 +8,13 @@ from shardzoo.ops.attention import attention_reference, attention_sdpa
 from shardzoo.ops.cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
 from shardzoo.ops.rms_norm import rms_norm_native, rms_norm_reference
 from shardzoo.ops.rotary import apply_rotary_reference, rope_cos_sin, rope_inv_freq
+from shardzoo.testing.parity import assert_parity
 
 # fp32 tolerances: the backends reorder fp32 reductions (matmul blocking, fused softmax), which
 # moves results by a few ulp of values of order 1-10; 1e-5 absolute leaves a margin of ~10x.
 FP32 = dict(atol=1e-5, rtol=1e-5)
 # bf16 has an 8-bit mantissa: one rounding of an O(1) value is up to 2^-8 = 3.9e-3 relative.
 BF16 = dict(atol=1e-2, rtol=1.6e-2)
-
-
-def run_with_grads(fn, *inputs, **kwargs):
-    inputs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
-    out = fn(*inputs, **kwargs)
-    # randn(shape), not randn_like: the latter follows the output's strides, so a transposed
-    # output would get its probe values in another logical order.
-    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
-    (out.float() * probe).sum().backward()
-    return out, [x.grad for x in inputs if x.is_floating_point()]
-
-
-def assert_parity(ref, backend, inputs, tol, **kwargs):
-    out_r, grads_r = run_with_grads(ref, *inputs, **kwargs)
-    out_b, grads_b = run_with_grads(backend, *inputs, **kwargs)
-    torch.testing.assert_close(out_b, out_r, **tol)
-    for g_b, g_r in zip(grads_b, grads_r):
-        torch.testing.assert_close(g_b, g_r, **tol)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])

@@ -1,4 +1,4 @@
-"""Parity assertions between our modules and reference implementations."""
+"""Parity assertions between our modules and reference implementations, and between op backends."""
 
 from __future__ import annotations
 
@@ -22,3 +22,22 @@ def assert_grads_close(ours: nn.Module, ref: nn.Module, *, name_map=lambda n: n,
                                        msg=lambda m, name=name: f"grad of {name}: {m}")
             checked += 1
     return checked
+
+
+def run_with_grads(fn, *inputs, **kwargs):
+    inputs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+    out = fn(*inputs, **kwargs)
+    # randn(shape), not randn_like: the latter follows the output's strides, so a transposed
+    # output would get its probe values in another logical order.
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out.float() * probe).sum().backward()
+    return out, [x.grad for x in inputs if x.is_floating_point()]
+
+
+def assert_parity(ref, backend, inputs, tol, **kwargs):
+    """Outputs and input gradients of an op backend equal the reference's within `tol`."""
+    out_r, grads_r = run_with_grads(ref, *inputs, **kwargs)
+    out_b, grads_b = run_with_grads(backend, *inputs, **kwargs)
+    torch.testing.assert_close(out_b, out_r, **tol)
+    for g_b, g_r in zip(grads_b, grads_r):
+        torch.testing.assert_close(g_b, g_r, **tol)
