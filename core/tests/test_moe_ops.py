@@ -72,13 +72,16 @@ def test_clipped_swiglu_matches_transformers_gpt_oss_experts():
     torch.testing.assert_close(clipped_swiglu_reference(x, alpha=1.702, limit=0.5), experts._apply_gate(x), **FP32)
 
 
-@pytest.mark.parametrize("case", [dict(), dict(sliding_window=3), dict(document_ids=torch.tensor([[0] * 5 + [1] * 4] * 2))],
+DOCUMENTS = torch.tensor([[0] * 5 + [1] * 4] * 2)
+
+
+@pytest.mark.parametrize("case", [dict(), dict(sliding_window=3), dict(document_ids=DOCUMENTS)],
                          ids=["causal", "window", "documents"])
 def test_attention_sinks_sdpa_and_definition(case):
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 9, 4, 8), torch.randn(2, 9, 2, 8), torch.randn(2, 9, 2, 8)
     sinks = 2 * torch.randn(4)
-    assert_parity(attention_reference, attention_sdpa, (q, k, v, ), FP32, sinks=sinks, **case)
+    assert_parity(attention_reference, attention_sdpa, (q, k, v), FP32, sinks=sinks, **case)
     # A sink of -inf takes no mass: plain attention.
     torch.testing.assert_close(attention_reference(q, k, v, sinks=torch.full((4,), float("-inf")), **case),
                                attention_reference(q, k, v, **case), **FP32)
