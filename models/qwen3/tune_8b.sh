@@ -18,13 +18,8 @@ if [ ! -f "$MODEL_DIR/config.json" ]; then
     exit 2
 fi
 
-# Ascend runtime settings (no effect on GPUs): allocator segments, task queue, CPU binding.
-export PYTORCH_NPU_ALLOC_CONF=${PYTORCH_NPU_ALLOC_CONF:-expandable_segments:True}
-export TASK_QUEUE_ENABLE=${TASK_QUEUE_ENABLE:-2}
-export CPU_AFFINITY_CONF=${CPU_AFFINITY_CONF:-1}
-export HCCL_CONNECT_TIMEOUT=${HCCL_CONNECT_TIMEOUT:-1800}
-export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+# Allocator, task-queue and CPU-binding settings (NPU and GPU).
+source scripts/launch_env.sh
 
 exec torchrun --nproc-per-node "$NPUS_PER_NODE" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
     --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \

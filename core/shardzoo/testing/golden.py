@@ -38,3 +38,34 @@ def compare_golden(losses: list[float], path: str | Path) -> None:
         rows = "\n".join(f"  step {s}: got {g:.8f}, golden {w:.8f}" for s, g, w in bad[:10])
         raise GoldenMismatch(f"{path}: {len(bad)} step(s) outside rtol {rtol}:\n{rows}\n"
                              f"If the change is intended, regenerate with: {golden['regenerate']}")
+
+
+class GoldenRun:
+    """A model package's golden run: its tiny config trained `steps` steps on one CPU process with the
+    shipped tokenizer and data, compared with (or written to) its golden file."""
+
+    def __init__(self, repo: Path, config: Path, golden: Path, *, rtol: float, rtol_reason: str, steps: int = 12):
+        self.repo, self.config, self.golden = repo, config, golden
+        self.rtol, self.rtol_reason = rtol, rtol_reason
+        self.overrides = ["--training.max_steps", str(steps), "--training.logging_steps", "1",
+                          "--training.progress_bar", "false", "--model.tokenizer_name_or_path",
+                          str(repo / "data/tokenizer"), "--data.dataset_dir", str(repo / "data")]
+
+    def run(self, output_dir: Path) -> list[float]:
+        from ..config import load_config
+        from ..train import train
+
+        torch.set_num_threads(2)
+        cfg = load_config(self.config, self.overrides + ["--training.output_dir", str(output_dir)])
+        return train(cfg).losses
+
+    def regenerate(self, test_file: str | Path) -> list[float]:
+        """Run once and overwrite the golden file (after an intended numeric change)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            losses = self.run(Path(tmp))
+        write_golden(self.golden, losses, rtol=self.rtol, rtol_reason=self.rtol_reason,
+                     command="python " + str(Path(test_file).resolve().relative_to(self.repo)),
+                     config={"config": str(self.config.relative_to(self.repo)), "overrides": self.overrides[:6]})
+        return losses
