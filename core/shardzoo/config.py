@@ -120,7 +120,12 @@ class ParallelConfig:
     """Token exchange: eager (torch permutation), fused (the bound permute ops, e.g. npu_moe_token_permute),
     mc2 (Ascend A3 fused AlltoAllV + grouped matmul)."""
     cp_size: int = 1
+    """Context parallel: each group of cp_size consecutive ranks splits the sequence of the same rows."""
     cp_type: Literal["ulysses"] = "ulysses"
+    """ulysses: all-to-all from sequence to heads around attention (any attention kernel; heads split over cp)."""
+    cp_modules: Optional[list[str]] = None
+    """Attention kernels wrapped by context parallel; null = the model package's plan
+    (model.layers.{*}.self_attn.core_attention)."""
     # FSDP2 behaviour (MindSpeed-MM fsdp2_config names)
     param_dtype: DtypeName = "bf16"
     reduce_dtype: DtypeName = "fp32"
@@ -318,16 +323,23 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             dotted, text = item, overrides[i + 1]
             i += 2
         parts = dotted.split(".")
-        if len(parts) != 2:
-            raise ConfigError(f"override --{dotted}: expected exactly --section.key, sections: {', '.join(SECTIONS)}")
-        section, key = parts
+        # model.hf_config is the free-form config.json dict: its keys are one level deeper.
+        free_form = len(parts) == 3 and parts[:2] == ["model", "hf_config"]
+        if len(parts) != 2 and not free_form:
+            raise ConfigError(f"override --{dotted}: expected exactly --section.key (or --model.hf_config.KEY), "
+                              f"sections: {', '.join(SECTIONS)}")
+        section, key = parts[:2]
         if section not in SECTIONS:
             raise _unknown_key(section, "override --", list(SECTIONS))
-        raw.setdefault(section, {})
-        if raw[section] is None:
-            raw[section] = {}
+        target = raw.setdefault(section, {})
+        if target is None:
+            target = raw[section] = {}
+        if free_form:
+            if target.get(key) is None:
+                target[key] = {}
+            target, key = target[key], parts[2]
         try:
-            raw[section][key] = yaml.safe_load(text)
+            target[key] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override --{dotted}: {text!r} is not a YAML value ({exc.problem}); quote items with "
                               "braces, e.g. --parallel.fsdp_modules \"['model.layers.{*}']\"") from None
@@ -447,20 +459,20 @@ def validate_values(cfg: Config) -> None:
              "(e.g. model.layers.{*})")
     _require(p.num_to_forward_prefetch >= 0 and p.num_to_backward_prefetch >= 0,
              "parallel.num_to_forward_prefetch/num_to_backward_prefetch: must be >= 0")
-    # Parallelisms that later releases add: refuse rather than ignore.
     _require(p.ep_size >= 1, f"parallel.ep_size: {p.ep_size} must be >= 1")
     _require(p.ep_fsdp_size == "auto" or p.ep_fsdp_size >= 1,
              f"parallel.ep_fsdp_size: {p.ep_fsdp_size} must be >= 1 or 'auto'")
-    for key in ("ep_modules", "ep_fsdp_modules"):
+    for key, example in (("ep_modules", "model.layers.{*}.mlp.experts"),
+                         ("ep_fsdp_modules", "model.layers.{*}.mlp.experts"),
+                         ("cp_modules", "model.layers.{*}.self_attn.core_attention")):
         value = getattr(p, key)
         _require(value is None or len(value) > 0, f"parallel.{key}: must name at least one module pattern "
-                 "(e.g. model.layers.{*}.mlp.experts) or be null")
+                 f"(e.g. {example}) or be null")
+    _require(p.cp_size >= 1, f"parallel.cp_size: {p.cp_size} must be >= 1")
     # Parallelisms that later releases add: refuse rather than ignore.
-    for key, issue in (("tp_size", "tensor parallel"), ("cp_size", "context parallel")):
-        value = getattr(p, key)
-        _require(value >= 1, f"parallel.{key}: {value} must be >= 1")
-        _require(value == 1, f"parallel.{key}={value}: {issue} is not available in this version of "
-                 f"shardzoo; set parallel.{key}: 1")
+    _require(p.tp_size >= 1, f"parallel.tp_size: {p.tp_size} must be >= 1")
+    _require(p.tp_size == 1, f"parallel.tp_size={p.tp_size}: tensor parallel is not available in this version of "
+             "shardzoo; set parallel.tp_size: 1")
 
 
 def _validate_data(d: DataConfig, t: TrainingConfig) -> None:
@@ -523,6 +535,14 @@ def mesh_shape(cfg: Config, world_size: int) -> tuple[int, int]:
              f"parallel.fsdp_size={shard} does not divide the world size {world_size}; use a divisor of "
              f"{world_size} or 'auto' (= {world_size})")
     return world_size // shard, shard
+
+
+def context_parallel_shape(cfg: Config, world_size: int) -> tuple[int, int]:
+    """(data-parallel size, cp size): the ranks reading different rows, and the ranks splitting each row."""
+    cp = cfg.parallel.cp_size
+    _require(world_size % cp == 0, f"parallel.cp_size={cp} does not divide the world size {world_size}; use a "
+             f"divisor of {world_size}")
+    return world_size // cp, cp
 
 
 def expert_mesh_shape(cfg: Config, world_size: int) -> tuple[int, int]:

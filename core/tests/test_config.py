@@ -6,6 +6,7 @@ from shardzoo.config import (
     ConfigError,
     apply_overrides,
     config_from_dict,
+    context_parallel_shape,
     expert_mesh_shape,
     load_config,
     mesh_shape,
@@ -67,7 +68,8 @@ def test_wrong_type_names_key(minimal_raw, section, key, value, message):
     ("parallel", "ep_size", 0, r"parallel.ep_size: 0 must be >= 1"),
     ("parallel", "ep_fsdp_size", 0, r"parallel.ep_fsdp_size: 0 must be >= 1"),
     ("parallel", "ep_modules", [], "parallel.ep_modules: must name"),
-    ("parallel", "cp_size", 4, "parallel.cp_size=4"),
+    ("parallel", "cp_size", 0, "parallel.cp_size: 0 must be >= 1"),
+    ("parallel", "cp_modules", [], r"parallel.cp_modules: must name .*self_attn.core_attention"),
     ("parallel", "tp_size", 2, "parallel.tp_size=2"),
     ("parallel", "fsdp_modules", [], "parallel.fsdp_modules: must name"),
 ])
@@ -120,6 +122,20 @@ def test_expert_mesh_shape(minimal_raw, world, parallel, ok):
             expert_mesh_shape(cfg, world)
 
 
+@pytest.mark.parametrize("world,cp,ok", [
+    (4, 1, (4, 1)), (4, 2, (2, 2)), (4, 4, (1, 4)),
+    (6, 4, "parallel.cp_size=4 does not divide the world size 6"),
+])
+def test_context_parallel_shape(minimal_raw, world, cp, ok):
+    minimal_raw["parallel"] = {"cp_size": cp}
+    cfg = build(minimal_raw)
+    if isinstance(ok, tuple):
+        assert context_parallel_shape(cfg, world) == ok
+    else:
+        with pytest.raises(ConfigError, match=ok):
+            context_parallel_shape(cfg, world)
+
+
 def test_missing_paths(minimal_raw, tmp_path):
     raw = copy.deepcopy(minimal_raw)
     raw["model"]["tokenizer_name_or_path"] = str(tmp_path / "nope")
@@ -157,6 +173,15 @@ def test_overrides_are_typed(minimal_raw):
         apply_overrides({}, ["--trainig.lr", "1"])
     with pytest.raises(ConfigError, match="training.lr: expected a number"):
         build(apply_overrides(copy.deepcopy(minimal_raw), ["--training.lr", "[1]"]))
+
+
+def test_hf_config_keys_are_overridable(minimal_raw):
+    raw = apply_overrides(copy.deepcopy(minimal_raw), ["--model.hf_config.num_key_value_heads", "1",
+                                                       "--model.hf_config.hidden_size=64"])
+    assert build(raw).model.hf_config == {"vocab_size": 1024, "hidden_size": 64, "num_key_value_heads": 1}
+    assert apply_overrides({}, ["--model.hf_config.vocab_size", "8"]) == {"model": {"hf_config": {"vocab_size": 8}}}
+    with pytest.raises(ConfigError, match=r"override --training.lr.x: expected exactly --section.key"):
+        apply_overrides({}, ["--training.lr.x", "1"])
 
 
 def test_fsdp2_file_keys_and_aliases(minimal_raw, tmp_path):
