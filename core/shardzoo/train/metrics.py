@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+import torch
 from tqdm import tqdm
 
 
@@ -65,11 +66,14 @@ class Throughput:
         self.tokens += tokens
         self.flops += flops
 
-    def report(self) -> dict:
+    def report(self, sum_over_ranks: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+        """Over all ranks (a collective: every rank calls it at the same step); each rank counted only
+        its own tokens, which differ between ranks (padding, packing, context-parallel slices)."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        out = {"elapsed_s": elapsed, "tokens_per_s": self.tokens / elapsed,
-               "tokens_per_s_per_device": self.tokens / elapsed / self.world,
-               "mfu": (self.flops / elapsed / (self.peak * self.world)) if self.peak else 0.0}
+        tokens, flops = sum_over_ranks(torch.tensor([float(self.tokens), self.flops])).tolist()
+        out = {"elapsed_s": elapsed, "tokens_per_s": tokens / elapsed,
+               "tokens_per_s_per_device": tokens / elapsed / self.world,
+               "mfu": (flops / elapsed / (self.peak * self.world)) if self.peak else 0.0}
         self.reset()
         return out
 

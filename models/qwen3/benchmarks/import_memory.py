@@ -22,12 +22,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 
 
-def reset_peak() -> None:
-    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def make_checkpoint(path: Path, layers: int, hidden: int) -> int:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -49,7 +43,7 @@ def worker(checkpoint: str, out: str) -> None:
     import torch
     import torch.distributed as dist
     from shardzoo.config import config_from_dict
-    from shardzoo.device import process_memory_bytes
+    from shardzoo.device import process_memory_bytes, reset_peak_memory
     from shardzoo.parallel import build_meshes, init_distributed, shutdown_distributed
     from shardzoo.train.build import build_model, resolve_model
 
@@ -62,7 +56,7 @@ def worker(checkpoint: str, out: str) -> None:
     meshes = build_meshes("cpu", 1, world, 1, 1)
     dist.barrier()
     before = process_memory_bytes("VmRSS")
-    reset_peak()
+    reset_peak_memory("cpu")
     built = build_model(cfg, spec, hf_config, meshes, torch.device("cpu"))
     peak = process_memory_bytes("VmHWM") - before
     local = sum(p.to_local().numel() * p.element_size() for p in built.model.parameters())
