@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shardzoo.config import load_config
+from shardzoo.config import ConfigError, load_config
 from shardzoo.plan import plan_memory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,34 @@ def test_recompute_shrinks_the_activation_estimate():
     n = 8 * 256
     internals = n * ((2 * H + Q + 2 * KV + Q) + 2 * (H + 3 * INTER) + E) * 4
     assert full - saved == (L - 1) * internals
+
+
+def test_context_parallel_divides_the_activation_estimate():
+    base = ["--training.output_dir", "unused", "--parallel.recompute", "true"]
+    cfg = load_config(TINY, base)
+    one = plan_memory(cfg, 2)
+    two = plan_memory(load_config(TINY, base + ["--parallel.cp_size", "2"]), 2)
+    assert "cp 2" in two.mesh
+    # Every term is linear in the rank's tokens except the loss chunk's logits (the chunk is smaller
+    # than the 8 x 256 / 2 tokens of a rank).
+    assert cfg.ops.loss_chunk_size < 8 * 256 // 2
+    logits = cfg.ops.loss_chunk_size * V * 4 * 2
+    assert two.activations - logits == (one.activations - logits) // 2
+    # Parameters are sharded over dp x cp ranks, as without cp.
+    assert (two.params, two.gathered) == (one.params, one.gathered)
+
+
+def test_context_parallel_refuses_heads_it_cannot_split():
+    cfg = load_config(TINY, ["--training.output_dir", "unused", "--parallel.cp_size", "2",
+                             "--model.hf_config.num_attention_heads", "3",
+                             "--model.hf_config.num_key_value_heads", "1"])
+    with pytest.raises(ConfigError, match="parallel.cp_size=2: .* has 3 attention heads, which do not split evenly"):
+        plan_memory(cfg, 2)
+    cfg = load_config(TINY, ["--training.output_dir", "unused", "--parallel.cp_size", "4",
+                             "--model.hf_config.num_attention_heads", "8",
+                             "--model.hf_config.num_key_value_heads", "3"])
+    with pytest.raises(ConfigError, match="has 3 key/value heads; Ulysses needs cp_size to divide them or be a"):
+        plan_memory(cfg, 4)
 
 
 def test_plan_cli_on_the_20b_config_for_8_ranks():

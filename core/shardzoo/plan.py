@@ -11,7 +11,8 @@ largest shards:
   gathered     unsharded parameters in param_dtype while computing: the root unit (embeddings,
                head) plus (1 + num_to_forward_prefetch) of the largest block (its experts: this
                rank's ep share)
-  activations  an estimate, per micro-batch of per_device_train_batch_size x cutoff_len tokens:
+  activations  an estimate, per micro-batch of per_device_train_batch_size x cutoff_len / cp_size tokens
+               (context parallel: the rank's slice; inside attention T x H/cp is the same size):
                each block saves its input (H); a block's internals are saved for all blocks
                without recompute, for one block with it: attention q, k, v, output and the two
                norm outputs; MLP gate/up and product (dense: 3 I; MoE: k copies of the token,
@@ -30,7 +31,7 @@ import torch.nn as nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from .config import Config, ConfigError, expert_mesh_shape, mesh_shape
+from .config import Config, ConfigError, context_parallel_shape, expert_mesh_shape, mesh_shape
 from .moe import GroupedExperts
 from .parallel import build_meshes
 from .parallel.fsdp import to_dtype
@@ -93,7 +94,7 @@ def _gathered_bytes(task: nn.Module, cfg: Config, ep: int) -> int:
 def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
     """The estimate described in the module docstring."""
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
-    n = cfg.training.per_device_train_batch_size * cfg.data.cutoff_len
+    n = cfg.training.per_device_train_batch_size * -(-cfg.data.cutoff_len // cfg.parallel.cp_size)
     h, layers = hf_config.hidden_size, hf_config.num_hidden_layers
     d = getattr(hf_config, "head_dim", None) or h // hf_config.num_attention_heads
     q, kv = hf_config.num_attention_heads * d, hf_config.num_key_value_heads * d
@@ -114,6 +115,7 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
 def plan_memory(cfg: Config, world: int) -> MemoryPlan:
     replicate, shard = mesh_shape(cfg, world)
     ep_fsdp, ep = expert_mesh_shape(cfg, world)
+    _, cp = context_parallel_shape(cfg, world)
     spec, hf_config = resolve_model(cfg)
     if spec is None:
         raise ConfigError("model.model_id: shardzoo plan needs a registered model package (the AutoModel path "
@@ -124,7 +126,7 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         raise RuntimeError("shardzoo plan builds its own fake process group; run it outside a distributed job")
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
     try:
-        meshes = build_meshes("cpu", replicate, shard, ep_fsdp, ep)
+        meshes = build_meshes("cpu", replicate, shard, ep_fsdp, ep, cp)
         built = build_model(cfg, spec, hf_config, meshes, torch.device("meta"), materialize=False)
         params = sum(_nbytes(p) for p in built.task.parameters())
         trainable = sum(_nbytes(p) for p in built.task.parameters() if p.requires_grad)
@@ -133,7 +135,8 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         gathered = _gathered_bytes(built.task, cfg, ep)
     finally:
         dist.destroy_process_group()
-    mesh = f"fsdp {replicate}x{shard}" + (f", ep_fsdp {ep_fsdp} x ep {ep}" if ep > 1 else "")
+    mesh = (f"fsdp {replicate}x{shard}" + (f", ep_fsdp {ep_fsdp} x ep {ep}" if ep > 1 else "")
+            + (f", cp {cp}" if cp > 1 else ""))
     return MemoryPlan(world, mesh, params, trainable, ADAM_STATES * 4 * locals_, gathered,
                       activation_bytes(cfg, hf_config, bool(built.recomputed)))
 

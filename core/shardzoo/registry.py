@@ -27,6 +27,8 @@ class ParallelPlan:
     fsdp_modules: tuple[str, ...] = ("model.layers.{*}",)
     recompute_modules: tuple[str, ...] = ("model.layers.{*}",)
     ep_modules: tuple[str, ...] = ()
+    cp_modules: tuple[str, ...] = ()
+    """Attention kernels (shardzoo.ops.CoreAttention) that Ulysses context parallel wraps; empty = no CP."""
 
 
 @dataclass(frozen=True)

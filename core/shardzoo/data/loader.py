@@ -20,7 +20,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..ops import IGNORE_INDEX
+from ..ops import IGNORE_INDEX, document_ids_from_position_ids
+from .context_split import split_sequence
 from .rows import Row
 
 
@@ -38,11 +39,16 @@ class Batch:
     token_mask: Optional[torch.Tensor] = None
     """[B, T] True on the tokens of live rows, False on padding and on filler rows (what statistics over
     tokens, e.g. the MoE load-balancing loss, must count)."""
+    document_ids: Optional[torch.Tensor] = None
+    """[B, T_row] document index of every token of the whole row (packed rows only; attention keeps
+    inside a document). Under context parallel the other fields hold this rank's slice of the
+    row, and document_ids stays whole, as attention sees the whole sequence."""
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
+        def opt(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else fn(t)
         return Batch(fn(self.input_ids), fn(self.targets), self.num_targets, self.num_tokens,
-                     None if self.position_ids is None else fn(self.position_ids),
-                     None if self.token_mask is None else fn(self.token_mask))
+                     opt(self.position_ids), opt(self.token_mask), opt(self.document_ids))
 
     def to(self, device: torch.device) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -51,10 +57,11 @@ class Batch:
         return self._map(torch.Tensor.pin_memory)
 
 
-def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = ()) -> Batch:
-    """Right-pad rows into a batch; `masked` rows keep their tokens but contribute no target."""
+def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = (), pad_to_multiple_of: int = 1) -> Batch:
+    """Right-pad rows into a batch of a length divisible by pad_to_multiple_of; `masked` rows keep their
+    tokens but contribute no target."""
     masked = list(masked) or [False] * len(rows)
-    length = max(len(r.input_ids) for r in rows)
+    length = -(-max(len(r.input_ids) for r in rows) // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = np.full((len(rows), length), pad_id, dtype=np.int64)
     targets = np.full((len(rows), length), IGNORE_INDEX, dtype=np.int64)
     packed = any(r.position_ids is not None for r in rows)
@@ -70,15 +77,21 @@ def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = ()) -> Ba
             positions[i, :n] = r.position_ids if r.position_ids is not None else np.arange(n)
             positions[i, n:] = np.arange(length - n)
     num_tokens = sum(len(r.input_ids) for r, m in zip(rows, masked) if not m)
+    position_ids = None if positions is None else torch.from_numpy(positions)
     return Batch(torch.from_numpy(input_ids), torch.from_numpy(targets), int((targets != IGNORE_INDEX).sum()),
-                 num_tokens, None if positions is None else torch.from_numpy(positions), torch.from_numpy(token_mask))
+                 num_tokens, position_ids, torch.from_numpy(token_mask),
+                 None if position_ids is None else document_ids_from_position_ids(position_ids))
 
 
 class _Steps:
-    """Shared step arithmetic of both loaders."""
+    """Shared step arithmetic of both loaders. rank/world count data-parallel ranks (ranks reading
+    different rows); the cp_size ranks of a context-parallel group read the same rows and each
+    keeps its cp_rank-th slice of the sequence."""
 
-    def __init__(self, rank: int, world: int, batch_size: int, grad_accum: int, pad_id: int):
+    def __init__(self, rank: int, world: int, batch_size: int, grad_accum: int, pad_id: int,
+                 cp_rank: int = 0, cp_size: int = 1):
         self.rank, self.world, self.pad_id = rank, world, pad_id
+        self.cp_rank, self.cp_size = cp_rank, cp_size
         self.batch_size, self.grad_accum = batch_size, grad_accum
         self.step_size = world * batch_size * grad_accum
         self.epoch_index = 0
@@ -91,7 +104,8 @@ class _Steps:
         for a in range(self.grad_accum):
             start = a * micro + self.rank * self.batch_size
             sl = slice(start, start + self.batch_size)
-            batches.append(collate([get(int(i)) for i in ids[sl]], self.pad_id, ~live[sl]))
+            batch = collate([get(int(i)) for i in ids[sl]], self.pad_id, ~live[sl], pad_to_multiple_of=self.cp_size)
+            batches.append(split_sequence(batch, self.cp_rank, self.cp_size) if self.cp_size > 1 else batch)
         return batches
 
     def _advance(self, steps_per_epoch: Optional[int]) -> None:
@@ -108,8 +122,9 @@ class StepLoader(_Steps):
     """Iterates optimizer steps over map-style rows; each step is this rank's grad_accum micro-batches."""
 
     def __init__(self, rows, *, rank: int, world: int, batch_size: int, grad_accum: int, seed: int, shuffle: bool,
-                 pad_id: int, drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id)
+                 pad_id: int, drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False,
+                 cp_rank: int = 0, cp_size: int = 1):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size)
         self.rows, self.seed, self.shuffle, self.drop_last = rows, seed, shuffle, drop_last
         self.num_workers, self.pin_memory = num_workers, pin_memory
         n = len(rows)
@@ -184,8 +199,8 @@ class StreamLoader(_Steps):
     to the saved step without collating it."""
 
     def __init__(self, make_rows: Callable[[int], Iterator[Row]], *, rank: int, world: int, batch_size: int,
-                 grad_accum: int, pad_id: int, drop_last: bool = False):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id)
+                 grad_accum: int, pad_id: int, drop_last: bool = False, cp_rank: int = 0, cp_size: int = 1):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size)
         self.make_rows, self.drop_last = make_rows, drop_last
 
     def _epoch(self, epoch: int, start: int) -> Iterator[list[Batch]]:

@@ -80,12 +80,15 @@ def pack_stream(rows: Iterator[Row], capacity: int, window: int) -> Iterator[Row
 
 
 def build_train_data(cfg: Config, tokenizer, *, rank: int, world: int, local_rank: int,
-                     barrier: Callable[[], None]) -> TrainData:
+                     barrier: Callable[[], None], cp_rank: int = 0, cp_size: int = 1) -> TrainData:
+    """rank/world: among the data-parallel ranks (the cp_size ranks of a context-parallel group
+    share one, and keep slice cp_rank of each row)."""
     d, t = cfg.data, cfg.training
     sources = resolve_sources(d)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     steps = dict(rank=rank, world=world, batch_size=t.per_device_train_batch_size,
-                 grad_accum=t.gradient_accumulation_steps, pad_id=pad_id, drop_last=d.dataloader_drop_last)
+                 grad_accum=t.gradient_accumulation_steps, pad_id=pad_id, drop_last=d.dataloader_drop_last,
+                 cp_rank=cp_rank, cp_size=cp_size)
     if d.streaming:
         return _streaming(cfg, tokenizer, sources, steps)
 

@@ -3,7 +3,7 @@
 Importing this package registers every op; `bind_ops` applies the `ops:` config section.
 """
 
-from .attention import attention, document_ids_from_cu_seqlens, document_ids_from_position_ids
+from .attention import CoreAttention, attention, document_ids_from_cu_seqlens, document_ids_from_position_ids
 from .clipped_swiglu import clipped_swiglu
 from .cross_entropy import IGNORE_INDEX, linear_cross_entropy
 from .dispatch import OPS, Backend, Op, bind_ops, ops_table
@@ -15,7 +15,7 @@ from .swiglu import swiglu
 
 __all__ = [
     "OPS", "Backend", "Op", "bind_ops", "ops_table", "IGNORE_INDEX",
-    "attention", "document_ids_from_cu_seqlens", "document_ids_from_position_ids",
+    "attention", "CoreAttention", "document_ids_from_cu_seqlens", "document_ids_from_position_ids",
     "linear_cross_entropy", "rms_norm", "apply_rotary", "rope_cos_sin", "rope_inv_freq", "yarn_inv_freq", "swiglu",
     "clipped_swiglu", "grouped_mm", "moe_permute", "moe_unpermute",
 ]

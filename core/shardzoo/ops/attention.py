@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..device import CPU, CUDA
@@ -79,6 +80,17 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
 
 
 attention = Op("attention", attention_reference)
+
+
+class CoreAttention(nn.Module):
+    """`attention` as a (parameter-free) module, the part between the q/k/v projections and o_proj.
+
+    Models call their attention through it so that parallelisms that must surround the kernel
+    (Ulysses context parallel, parallel/context.py) can wrap it from outside the model.
+    """
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+        return attention(q, k, v, **kwargs)
 
 
 @attention.register("sdpa", devices=(CPU, CUDA), priority=10)

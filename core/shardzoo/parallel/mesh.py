@@ -58,15 +58,25 @@ class Meshes:
     """Expert-parallel axis (consecutive ranks); None without EP."""
     ep_fsdp: Optional[DeviceMesh] = None
     """Ranks holding the same experts, which FSDP-shard them on dim 1."""
+    cp: Optional[DeviceMesh] = None
+    """Context-parallel axis (consecutive ranks splitting the same rows); None without CP."""
 
 
-def build_meshes(device_type: str, replicate: int, shard: int, ep_fsdp: int, ep: int) -> Meshes:
+def build_meshes(device_type: str, replicate: int, shard: int, ep_fsdp: int, ep: int, cp: int = 1) -> Meshes:
+    """The dense mesh spans every rank, cp ranks included: FSDP shards over data-parallel x cp."""
     if ep == 1:
-        return Meshes(build_data_parallel_mesh(device_type, replicate, shard))
-    assert replicate == 1 and ep_fsdp * ep == shard, "expert_mesh_shape validated the EP mesh"
-    world = init_device_mesh(device_type, (ep_fsdp, ep), mesh_dim_names=("ep_fsdp", "ep"))
-    # The dense mesh must share the expert mesh's root so FSDP and DTensor see one rank layout.
-    return Meshes(world["ep_fsdp", "ep"]._flatten("fsdp"), world["ep"], world["ep_fsdp"])
+        meshes = Meshes(build_data_parallel_mesh(device_type, replicate, shard))
+    else:
+        assert replicate == 1 and ep_fsdp * ep == shard, "expert_mesh_shape validated the EP mesh"
+        world = init_device_mesh(device_type, (ep_fsdp, ep), mesh_dim_names=("ep_fsdp", "ep"))
+        # The dense mesh must share the expert mesh's root so FSDP and DTensor see one rank layout.
+        meshes = Meshes(world["ep_fsdp", "ep"]._flatten("fsdp"), world["ep"], world["ep_fsdp"])
+    if cp > 1:
+        # Only its process group is used (the Ulysses all-to-all; no DTensor lives on it), so it
+        # may have its own root whatever the EP layout.
+        size = replicate * shard
+        meshes.cp = init_device_mesh(device_type, (size // cp, cp), mesh_dim_names=("cp_dp", "cp"))["cp"]
+    return meshes
 
 
 def gather_objects(obj: object) -> list:

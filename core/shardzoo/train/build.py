@@ -1,7 +1,7 @@
 """Build the model for training: config -> (registered package | AutoModel) -> parallelize -> weights.
 
 The parallelize checklist runs in the fixed order of DESIGN.md (TP -> EP -> CP -> recompute ->
-FSDP; TP and CP do not exist yet). Registered models are built on the meta device
+FSDP; TP does not exist yet). Registered models are built on the meta device
 and materialised shard by shard; the AutoModel path builds the HF model on the CPU first.
 """
 
@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from ..checkpoint import iter_safetensors
 from ..config import Config, ConfigError, resolve_path
-from ..parallel import Meshes, apply_expert_parallel, apply_fsdp, apply_recompute
+from ..parallel import Meshes, apply_context_parallel, apply_expert_parallel, apply_fsdp, apply_recompute
+from ..parallel.context import check_heads
 from ..parallel.materialize import init_parameters, load_parameters
 from ..registry import ModelSpec, find_spec
 from .task import TASKS
@@ -37,6 +38,7 @@ class BuiltModel:
     fsdp_units: list[str]
     recomputed: list[str]
     expert_parallel: list[str]
+    context_parallel: list[str]
     flops_per_token: Callable[[int], float]
 
 
@@ -98,7 +100,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         plan = None
         flops = generic_flops_per_token(model, hf_config)
 
-    # Parallelize checklist: (TP not yet available) -> EP -> (CP not yet available) -> recompute -> FSDP.
+    # Parallelize checklist: (TP not yet available) -> EP -> CP -> recompute -> FSDP.
     ep_patterns = p.ep_modules or list(plan.ep_modules if plan else [])
     expert_parallel = []
     if meshes.ep is not None:
@@ -106,6 +108,10 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
             raise ConfigError("parallel.ep_size > 1 but the model declares no expert modules; set "
                               "parallel.ep_modules (e.g. ['model.layers.{*}.mlp.experts']) or parallel.ep_size: 1")
         expert_parallel = apply_expert_parallel(model, ep_patterns, meshes.ep, p.ep_dispatcher)
+    context_parallel = []
+    if meshes.cp is not None:
+        context_parallel = _apply_context_parallel(model, p.cp_modules or list(plan.cp_modules if plan else []),
+                                                   meshes, hf_config)
     recomputed = []
     if p.recompute or (p.recompute is None and p.recompute_modules):
         patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
@@ -123,7 +129,21 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         else:
             path = resolve_path(m.model_name_or_path)
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
-    return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, flops)
+    return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, flops)
+
+
+def _apply_context_parallel(model: nn.Module, patterns: list[str], meshes: Meshes, hf_config) -> list[str]:
+    cp_size = meshes.cp.size()
+    if not patterns:
+        raise ConfigError(f"parallel.cp_size={cp_size}: {type(model).__name__} declares no attention kernels to wrap "
+                          "(ParallelPlan.cp_modules, modules of type shardzoo.ops.CoreAttention); the AutoModel path "
+                          "has none. Use a model package with context parallel support, or parallel.cp_size: 1")
+    # Checked on the config too, so a bad cp_size fails before the first step.
+    if hasattr(hf_config, "num_attention_heads"):
+        check_heads(hf_config.num_attention_heads,
+                    getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads, cp_size,
+                    f"{type(model).__name__} (num_attention_heads/num_key_value_heads in its config)")
+    return apply_context_parallel(model, patterns, meshes.cp)
 
 
 def _build_auto_model(cfg: Config, hf_config) -> nn.Module:

@@ -40,18 +40,20 @@ class CausalLMTask(nn.Module):
         self._last_step: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float | torch.Tensor,
-                position_ids: torch.Tensor | None = None, micro_batches: int = 1,
-                token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """position_ids restarting per document mark a packed batch: the decoder then keeps attention
-        inside each document (models that declare ModelSpec.packed_documents accept document_ids).
+                position_ids: torch.Tensor | None = None, document_ids: torch.Tensor | None = None,
+                micro_batches: int = 1, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """document_ids mark a packed batch: the decoder then keeps attention inside each document
+        (models that declare ModelSpec.packed_documents accept them); position_ids restart per
+        document there, and under context parallel give each token's place in its row.
         The aux loss of a step is the mean over its `micro_batches` of each micro-batch's aux, counting
         the tokens of `token_mask` (all when None)."""
+        inputs = {"input_ids": input_ids}
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids
+        if document_ids is not None:
+            inputs["document_ids"] = document_ids
         with RoutingCollector(token_mask) as routing:
-            if position_ids is None:
-                out = self.model.get_decoder()(input_ids=input_ids)
-            else:
-                out = self.model.get_decoder()(input_ids=input_ids, position_ids=position_ids,
-                                               document_ids=ops.document_ids_from_position_ids(position_ids))
+            out = self.model.get_decoder()(**inputs)
         hidden = out if isinstance(out, torch.Tensor) else out[0]
         weight = self.model.get_output_embeddings().weight
         loss = ops.linear_cross_entropy(hidden.flatten(0, 1), weight, targets.flatten(), normalizer=normalizer,

@@ -28,7 +28,7 @@ from .. import device as devices
 from ..checkpoint.export import export_hf
 from ..checkpoint.hf_files import write_hf_files
 from ..checkpoint.manager import Checkpointer, Live
-from ..config import Config, ConfigError, expert_mesh_shape, mesh_shape, validate_paths
+from ..config import Config, ConfigError, context_parallel_shape, expert_mesh_shape, mesh_shape, validate_paths
 from ..data import build_train_data, load_tokenizer
 from ..ops import bind_ops
 from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
@@ -80,6 +80,7 @@ def train(cfg: Config) -> TrainResult:
     device_type = devices.resolve_device_type(cfg.training.device)
     mesh_shape(cfg, devices.rank_info()[2])
     expert_mesh_shape(cfg, devices.rank_info()[2])
+    context_parallel_shape(cfg, devices.rank_info()[2])
     spec, hf_config = resolve_model(cfg)
     if cfg.data.packing and not (spec is not None and spec.packed_documents):
         what = f"model package {spec.name!r}" if spec else "the transformers AutoModel path"
@@ -105,6 +106,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     t = cfg.training
     replicate, shard = mesh_shape(cfg, world)
     ep_fsdp, ep = expert_mesh_shape(cfg, world)
+    dp, cp = context_parallel_shape(cfg, world)
     device = devices.local_device(device_type, local_rank)
     bound_ops = bind_ops({k: v for k, v in vars(cfg.ops).items() if k != "loss_chunk_size"}, device_type)
     torch.manual_seed(t.seed)
@@ -115,8 +117,9 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     tokenizer = load_tokenizer(tok_path, cfg.model.trust_remote_code)
     check_vocab(hf_config, tokenizer, tok_path)
     data_start = time.perf_counter()
-    train_data = build_train_data(cfg, tokenizer, rank=rank, world=world, local_rank=local_rank,
-                                  barrier=dist.barrier)
+    # The cp ranks of a group (consecutive) read the same rows, each its slice of the sequence.
+    train_data = build_train_data(cfg, tokenizer, rank=rank // cp, world=dp, local_rank=local_rank,
+                                  barrier=dist.barrier, cp_rank=rank % cp, cp_size=cp)
     data_seconds = time.perf_counter() - data_start
     loader = train_data.loader
     if rank == 0:
@@ -125,7 +128,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
         log.log(level, "data: %s; ready in %.1fs", train_data.describe(), data_seconds)
     steps = total_steps(cfg, getattr(loader, "steps_per_epoch", None))
 
-    meshes = build_meshes(device_type, replicate, shard, ep_fsdp, ep)
+    meshes = build_meshes(device_type, replicate, shard, ep_fsdp, ep, cp)
     built = build_model(cfg, spec, hf_config, meshes, device)
     optimizer = build_optimizer(built.task, t)
     scheduler = build_scheduler(optimizer, lr=t.lr, min_lr=t.min_lr, warmup_ratio=t.warmup_ratio,
@@ -140,7 +143,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     peak, peak_source = devices.peak_flops(device_type, to_dtype(cfg.parallel.param_dtype))
     writer.console({"model": type(built.model).__name__, "path": "package " + spec.name if spec else "AutoModel",
                     "params": sum(p.numel() for p in built.model.parameters()), "device": device_type,
-                    "world": world, "mesh": f"{replicate}x{shard}" + (f" ep {ep_fsdp}x{ep}" if ep > 1 else ""),
+                    "world": world, "mesh": f"{replicate}x{shard}" + (f" ep {ep_fsdp}x{ep}" if ep > 1 else "")
+                    + (f" cp {cp} (ulysses)" if cp > 1 else ""),
                     "fsdp_units": len(built.fsdp_units),
                     "recomputed": len(built.recomputed), "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
@@ -178,12 +182,13 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     # Reduce-scatter gradients once per step, on the last micro-batch.
                     built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
                     loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
-                                      position_ids=batch.position_ids, micro_batches=len(micro_batches),
-                                      token_mask=batch.token_mask)
+                                      position_ids=batch.position_ids, document_ids=batch.document_ids,
+                                      micro_batches=len(micro_batches), token_mask=batch.token_mask)
                     loss.backward()
                     loss_sum += loss.detach().float()
+                    # Attention FLOPs grow with the whole row, cp slices of it under context parallel.
                     throughput.add(batch.num_tokens,
-                                   batch.num_tokens * built.flops_per_token(batch.input_ids.shape[1]))
+                                   batch.num_tokens * built.flops_per_token(batch.input_ids.shape[1] * cp))
                 # The stop flag rides on the loss all-reduce: every rank stops after the same step.
                 step_loss, stop_votes = _all_reduce_sum(torch.stack(
                     [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
@@ -205,7 +210,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
                 if (step + 1) % t.logging_steps == 0 or step + 1 == steps:
                     devices.synchronize(device_type)
-                    window = throughput.report()
+                    window = throughput.report(lambda t: _all_reduce_sum(t.to(device)).cpu())
                     record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
                               "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
                               "peak_memory_gib": gib(devices.peak_memory_bytes(device_type)),

@@ -80,6 +80,7 @@ class GptOssAttention(nn.Module):
         self.sinks = nn.Parameter(torch.empty(n_heads))
         sliding = config.layer_types[layer_idx] == "sliding_attention"
         self.sliding_window = config.sliding_window if sliding else None
+        self.core_attention = ops.CoreAttention()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 document_ids: Optional[torch.Tensor]) -> torch.Tensor:
@@ -87,8 +88,8 @@ class GptOssAttention(nn.Module):
         q = ops.apply_rotary(self.q_proj(x).view(b, t, -1, self.head_dim), cos, sin)
         k = ops.apply_rotary(self.k_proj(x).view(b, t, -1, self.head_dim), cos, sin)
         v = self.v_proj(x).view(b, t, -1, self.head_dim)
-        out = ops.attention(q, k, v, causal=True, sliding_window=self.sliding_window, document_ids=document_ids,
-                            scale=self.head_dim ** -0.5, sinks=self.sinks)
+        out = self.core_attention(q, k, v, causal=True, sliding_window=self.sliding_window,
+                                  document_ids=document_ids, scale=self.head_dim ** -0.5, sinks=self.sinks)
         return self.o_proj(out.reshape(b, t, -1))
 
 

@@ -71,6 +71,7 @@ SPEC = ModelSpec(
              DequantizeMxfp4(f"{EXPERTS}.down_proj_blocks", f"{EXPERTS}.down_proj_scales", f"{EXPERTS}.down_proj")),
         tied_skip=("lm_head.weight",)),
     plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",),
-                      ep_modules=("model.layers.{*}.mlp.experts",)),
+                      ep_modules=("model.layers.{*}.mlp.experts",),
+                      cp_modules=("model.layers.{*}.self_attn.core_attention",)),
     packed_documents=True,
 )

@@ -63,6 +63,7 @@ class Qwen3Attention(nn.Module):
         layer_types = getattr(config, "layer_types", None)
         sliding = layer_types is not None and layer_types[layer_idx] == "sliding_attention"
         self.sliding_window = config.sliding_window if sliding else None
+        self.core_attention = ops.CoreAttention()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 document_ids: Optional[torch.Tensor]) -> torch.Tensor:
@@ -72,8 +73,8 @@ class Qwen3Attention(nn.Module):
         v = self.v_proj(x).view(b, t, -1, self.head_dim)
         q = ops.apply_rotary(q, cos, sin)
         k = ops.apply_rotary(k, cos, sin)
-        out = ops.attention(q, k, v, causal=True, sliding_window=self.sliding_window,
-                            document_ids=document_ids, scale=self.head_dim ** -0.5)
+        out = self.core_attention(q, k, v, causal=True, sliding_window=self.sliding_window,
+                                  document_ids=document_ids, scale=self.head_dim ** -0.5)
         return self.o_proj(out.reshape(b, t, -1))
 
 

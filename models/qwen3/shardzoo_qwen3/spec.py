@@ -56,7 +56,8 @@ SPEC = ModelSpec(
     flops_per_token=flops_per_token,
     tiny_config=tiny_config,
     adapter=StateDictAdapter(tied_skip=("lm_head.weight",)),
-    plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",)),
+    plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",),
+                      cp_modules=("model.layers.{*}.self_attn.core_attention",)),
     packed_documents=True,
 )
 
@@ -113,6 +114,7 @@ MOE_SPEC = ModelSpec(
     tiny_config=moe_tiny_config,
     adapter=MOE_ADAPTER,
     plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",),
-                      ep_modules=("model.layers.{*}.mlp.experts",)),
+                      ep_modules=("model.layers.{*}.mlp.experts",),
+                      cp_modules=("model.layers.{*}.self_attn.core_attention",)),
     packed_documents=True,
 )

@@ -22,7 +22,8 @@ def rows(tmp_path, tokenizer, packing: bool):
 
 def summed_loss_and_grads(task, batch):
     task.zero_grad()
-    loss = task(batch.input_ids, batch.targets, normalizer=1.0, position_ids=batch.position_ids)
+    loss = task(batch.input_ids, batch.targets, normalizer=1.0, position_ids=batch.position_ids,
+                document_ids=batch.document_ids)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in task.named_parameters()}
 
