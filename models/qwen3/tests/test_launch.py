@@ -38,3 +38,21 @@ def test_tune_8b_script_and_config_are_complete():
     assert "tune_qwen3_8b.yaml" in script
     proc = subprocess.run(["bash", "-n", str(REPO / "models/qwen3/tune_8b.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_32k_context_parallel_config_is_complete_and_fits():
+    from shardzoo.config import context_parallel_shape
+    from shardzoo.plan import plan_memory
+
+    cfg = load_config(REPO / "models/qwen3/configs/tune_qwen3_8b_32k_cp.yaml",
+                      ["--model.model_name_or_path", str(REPO / "models/qwen3/configs/qwen3-8b")])
+    assert cfg.data.cutoff_len == 32768 and cfg.parallel.cp_type == "ulysses"
+    assert context_parallel_shape(cfg, 8) == (4, 2)
+    raw = json.loads((REPO / "models/qwen3/configs/qwen3-8b/config.json").read_text())
+    # Qwen3-8B: 32 query / 8 kv heads of 128, a native window of 40960 positions (no rope scaling).
+    assert (raw["num_attention_heads"], raw["num_key_value_heads"], raw["head_dim"]) == (32, 8, 128)
+    assert raw["rope_scaling"] is None and cfg.data.cutoff_len <= raw["max_position_embeddings"]
+    plan = plan_memory(cfg, 8)
+    assert "cp 2" in plan.mesh
+    assert 8.0e9 * 4 / 8 < plan.params < 8.4e9 * 4 / 8  # Qwen3-8B (8.19B) fp32 master weights over 8 ranks
+    assert plan.total < 40 * 2**30  # fits 40 GB devices with room; the 8 x 64 GB target has plenty
