@@ -72,11 +72,13 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print figures (Qwen3 and GPT-OSS step time (and Qwen3 memory) vs the
     transformers reference; data preprocessing tokens/s vs a per-document encode loop; peak RSS
-    per rank vs model size while an HF checkpoint loads; MoE layer grouped GEMM vs a loop)."""
+    per rank vs model size while an HF checkpoint loads; memory per rank of a long row, Ulysses
+    CP=2 vs CP=1; MoE layer grouped GEMM vs a loop)."""
     install(session, MODELS)
     session.run("python", "models/qwen3/benchmarks/bench_step.py", *session.posargs)
     session.run("python", "benchmarks/data_preprocess.py")
     session.run("python", "models/qwen3/benchmarks/import_memory.py", "--nproc", "2")
+    session.run("python", "models/qwen3/benchmarks/context_parallel_memory.py")
     session.run("python", "models/gpt_oss/benchmarks/bench_step.py")
     session.run("python", "benchmarks/moe_layer.py")
 
