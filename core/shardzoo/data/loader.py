@@ -240,4 +240,4 @@ def _check_same(current: dict, saved: dict, keys: Sequence[str]) -> None:
     diff = [f"{k}: saved {saved.get(k)!r}, now {current[k]!r}" for k in keys if saved.get(k) != current[k]]
     if diff:
         raise ValueError("the data loader state does not match this run's data (" + "; ".join(diff) + "); resume with "
-                         "the same dataset, seed, batch sizes and world size")
+                         "the same dataset, seed, batch sizes and data-parallel size (world size / cp_size)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shardzoo.testing import run_training
+from shardzoo.testing import launch_training, loss_curve, run_training
 from shardzoo.testing.context_parallel import (
     assert_same_loss_and_grads,
     context_parallel_loss_and_grads,
@@ -50,3 +50,19 @@ def test_training_with_cp2_equals_one_process(tmp_path, packed):
     # Every rank counts its own slice: the global throughput counts each token once.
     assert sum(r["tokens_per_s"] * r["elapsed_s"] for r in got) == pytest.approx(
         sum(r["tokens_per_s"] * r["elapsed_s"] for r in want), rel=1e-6)
+
+
+def test_cp2_checkpoint_resumes_in_one_process(tmp_path):
+    # SIGKILL right after checkpoint-2 is published; one process (the same data-parallel size, 1)
+    # continues on the curve of an uninterrupted single-process run.
+    overrides = COMMON + ["--training.max_steps", "4", "--training.save_steps", "2"]
+    single = run_training(CONFIG, tmp_path / "single", nproc=1, cwd=REPO, overrides=overrides)
+    run = tmp_path / "cp2"
+    killed = launch_training(CONFIG, run, nproc=2, cwd=REPO, env={"SHARDZOO_FAILPOINT": "save.published:2"},
+                             overrides=overrides + ["--parallel.cp_size", "2"])
+    assert killed.returncode != 0 and (run / "checkpoint-2").is_dir()
+    resumed = run_training(CONFIG, run, nproc=1, cwd=REPO, overrides=overrides)
+    assert any(r.get("resumed_from", "").endswith("checkpoint-2") for r in resumed)
+    curve, want = loss_curve(resumed), loss_curve(single)
+    assert sorted(curve) == sorted(want) == [1, 2, 3, 4]
+    assert [curve[s] for s in range(1, 5)] == pytest.approx([want[s] for s in range(1, 5)], rel=RTOL)
