@@ -115,10 +115,10 @@ def main() -> None:
     print(f"Qwen3 H{args.hidden} L{args.layers} 8 heads / 2 kv, one row of {args.seq} tokens, fp32, forward + backward")
     for cp, ranks in runs.items():
         for r in ranks:
-            print(f"  cp={cp} rank {r['rank']}: {r['tokens']:6d} tokens | activations {r['activation_bytes'] / mib:8.1f}"
-                  f" MiB ({r['activation_bytes'] / one['activation_bytes']:.2f}x cp=1) | peak growth "
-                  f"{r['peak_rss_growth_bytes'] / mib:8.1f} MiB ({r['peak_rss_growth_bytes'] / one['peak_rss_growth_bytes']:.2f}x)"
-                  f" | step {r['step_seconds']:.2f} s")
+            act, peak = r["activation_bytes"], r["peak_rss_growth_bytes"]
+            print(f"  cp={cp} rank {r['rank']}: {r['tokens']:6d} tokens | activations {act / mib:8.1f} MiB "
+                  f"({act / one['activation_bytes']:.2f}x cp=1) | peak growth {peak / mib:8.1f} MiB "
+                  f"({peak / one['peak_rss_growth_bytes']:.2f}x) | step {r['step_seconds']:.2f} s")
     worst = max(runs[2], key=lambda r: r["activation_bytes"])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
     result = {"benchmark": "per-rank memory of one long row, Qwen3, CP=1 vs Ulysses CP=2 (CPU, fp32)",
