@@ -138,7 +138,8 @@ def _apply_context_parallel(model: nn.Module, patterns: list[str], meshes: Meshe
         raise ConfigError(f"parallel.cp_size={cp_size}: {type(model).__name__} declares no attention kernels to wrap "
                           "(ParallelPlan.cp_modules, modules of type shardzoo.ops.CoreAttention); the AutoModel path "
                           "has none. Use a model package with context parallel support, or parallel.cp_size: 1")
-    # Checked on the config too, so a bad cp_size fails before the first step.
+    # From the config, so a bad cp_size fails while building rather than in the first forward
+    # (the wrapped kernels check the heads they get on every call too).
     if hasattr(hf_config, "num_attention_heads"):
         check_heads(hf_config.num_attention_heads,
                     getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads, cp_size,
