@@ -1,4 +1,5 @@
-"""Sessions: test-core, test-qwen3, test-gpt_oss, tests (all), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny.
+"""Sessions: test-core, test-qwen3, test-gpt_oss, test-internvl, tests (all), lint, bench, tune-qwen3-tiny,
+tune-gpt_oss-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -16,7 +17,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("SHARDZOO_TORCH", "torch==2.13.0")
 TORCH_INDEX = os.environ.get("SHARDZOO_TORCH_INDEX")
-MODELS = ["qwen3", "gpt_oss"]
+MODELS = ["qwen3", "gpt_oss", "internvl"]
 
 
 def install(session: nox.Session, models: list[str], *extra: str) -> None:
@@ -53,6 +54,13 @@ def test_gpt_oss(session: nox.Session) -> None:
     """GPT-OSS: parity vs transformers, MXFP4 import, golden loss, EP/FSDP2 equivalence, launch scripts."""
     install(session, ["gpt_oss"], "pytest")
     pytest(session, "models/gpt_oss/tests")
+
+
+@nox.session(name="test-internvl")
+def test_internvl(session: nox.Session) -> None:
+    """InternVL: parity vs transformers (both InternViT styles), checkpoint layouts, image preprocessing."""
+    install(session, ["qwen3", "internvl"], "pytest")
+    pytest(session, "models/internvl/tests")
 
 
 @nox.session

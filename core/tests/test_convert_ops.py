@@ -4,7 +4,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from shardzoo.checkpoint import Concat, FusedQKV, Interleave, Rename, Split, Stack, StateDictAdapter, Transpose
+from shardzoo.checkpoint import (
+    Concat,
+    FusedQKV,
+    ImportOnly,
+    Interleave,
+    Rename,
+    RenamePrefix,
+    Split,
+    Stack,
+    StateDictAdapter,
+    Transpose,
+)
 
 CFG = SimpleNamespace(num_attention_heads=8, num_key_value_heads=2, head_dim=4, num_experts=3,
                       tie_word_embeddings=False, hidden=6, inter=5)
@@ -105,3 +116,23 @@ def test_skip_and_tied_skip_apply_both_ways():
 def test_placeholders_must_agree():
     with pytest.raises(ValueError, match="same placeholders"):
         list(Rename("a.{i}.w", "b.w").from_hf([("a.1.w", rand(1))], CFG))
+
+
+def test_rename_prefix_moves_a_subtree_both_ways():
+    op = RenamePrefix("language_model.model.", "model.language_model.")
+    items = [("language_model.model.layers.0.w", rand(2)), ("language_model.modelx.w", rand(3)), ("lm_head.w", rand(4))]
+    ours = list(op.from_hf(items, CFG))
+    assert [k for k, _ in ours] == ["model.language_model.layers.0.w", "language_model.modelx.w", "lm_head.w"]
+    assert all(a is b for (_, a), (_, b) in zip(ours, items))
+    assert [k for k, _ in op.to_hf(ours, CFG)] == [k for k, _ in items]
+
+
+def test_import_only_reads_an_old_layout_and_exports_ours():
+    adapter = StateDictAdapter(ops=(ImportOnly((Split("old.{i}.qkv", ["new.{i}.q", "new.{i}.k", "new.{i}.v"]),
+                                                Rename("old.{i}.proj", "new.{i}.o"))),))
+    qkv = rand(6, 2)
+    ours = dict(adapter.from_hf([("old.0.qkv", qkv), ("old.0.proj", rand(2, 2)), ("new.1.o", rand(1))], CFG))
+    assert sorted(ours) == ["new.0.k", "new.0.o", "new.0.q", "new.0.v", "new.1.o"]
+    assert torch.equal(torch.cat([ours["new.0.q"], ours["new.0.k"], ours["new.0.v"]]), qkv)
+    # Already in our layout: passes through; export never writes the old layout back.
+    assert sorted(k for k, _ in adapter.to_hf(ours.items(), CFG)) == sorted(ours)

@@ -2,11 +2,11 @@
 (export.py), and the converter ops that map HF layouts to ours (convert_ops.py, adapter.py)."""
 
 from .adapter import StateDictAdapter
-from .convert_ops import Concat, FusedQKV, Interleave, Rename, Split, Stack, Transpose
+from .convert_ops import Concat, FusedQKV, ImportOnly, Interleave, Rename, RenamePrefix, Split, Stack, Transpose
 from .hf_weights import iter_safetensors, safetensors_files
 from .manifest import CheckpointError
 from .mxfp4 import DequantizeMxfp4, dequantize_mxfp4
 
 __all__ = ["CheckpointError", "Concat", "DequantizeMxfp4", "dequantize_mxfp4",
-           "FusedQKV", "Interleave", "Rename", "Split", "Stack", "StateDictAdapter",
+           "FusedQKV", "ImportOnly", "Interleave", "Rename", "RenamePrefix", "Split", "Stack", "StateDictAdapter",
            "Transpose", "iter_safetensors", "safetensors_files"]

@@ -8,8 +8,9 @@ ops composes: the adapter runs them in order on import and inverted in reverse o
 Ops that join several tensors (Concat, FusedQKV, Stack) hold the parts of one group until the
 group is complete; a stream that ends with a group incomplete is an error naming the keys.
 
-Ops: Rename, Transpose, Concat (fused gate/up), Split (its mirror), FusedQKV (per-KV-group
-layout), Stack (per-expert tensors <-> one expert stack), Interleave (alternating rows <-> blocks).
+Ops: Rename, RenamePrefix (a sub-tree moved), Transpose, Concat (fused gate/up), Split (its
+mirror), FusedQKV (per-KV-group layout), Stack (per-expert tensors <-> one expert stack),
+Interleave (alternating rows <-> blocks), ImportOnly (ops reading an older layout on import only).
 """
 
 from __future__ import annotations
@@ -313,3 +314,40 @@ class Stack(ConvertOp):
                 continue
             for i, part in enumerate(tensor.unbind(self.dim)):
                 yield hf.format({**values, self.index: i}), part.clone(memory_format=torch.contiguous_format)
+
+
+@dataclass(frozen=True)
+class RenamePrefix(ConvertOp):
+    """Every key starting with `hf` starts with `ours` instead (a whole sub-tree moved, e.g. a language
+    model nested under another name); keys without the prefix pass through."""
+
+    hf: str
+    ours: str
+
+    @staticmethod
+    def _move(items: Items, src: str, dst: str) -> Iterator[tuple[str, torch.Tensor]]:
+        for key, tensor in items:
+            yield (dst + key[len(src):], tensor) if key.startswith(src) else (key, tensor)
+
+    def from_hf(self, items, config):
+        return self._move(items, self.hf, self.ours)
+
+    def to_hf(self, items, config):
+        return self._move(items, self.ours, self.hf)
+
+
+@dataclass(frozen=True)
+class ImportOnly(ConvertOp):
+    """Ops that read another (older) layout on import; exports stay in the adapter's own layout, so
+    `to_hf` passes everything through. Keys of the other layout are recognised by the ops' patterns."""
+
+    ops: tuple[ConvertOp, ...]
+
+    def from_hf(self, items, config):
+        stream = iter(items)
+        for op in self.ops:
+            stream = op.from_hf(stream, config)
+        return stream
+
+    def to_hf(self, items, config):
+        return iter(items)

@@ -47,9 +47,8 @@ ROW_LENGTHS = (37, 50, 61)
 def tiny_model(model_id: str, hf_config: dict) -> nn.Module:
     spec = load_spec(model_id)
     config = spec.tiny_config(**hf_config)
-    with torch.device("meta"):
-        model = spec.build_model(config)
-    model.to_empty(device="cpu")
+    # Built on the CPU, not meta + to_empty: a plain module's to_empty unties shared weights.
+    model = spec.build_model(config)
     init_parameters(model, SEED, spec.init_fn(config))
     return model
 

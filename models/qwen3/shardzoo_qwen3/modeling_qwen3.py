@@ -111,16 +111,20 @@ class Qwen3Model(nn.Module):
         self.layers = nn.ModuleList(layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """input_ids [B, T] -> final hidden states [B, T, H].
+    def forward(self, input_ids: Optional[torch.Tensor] = None, position_ids: Optional[torch.Tensor] = None,
+                document_ids: Optional[torch.Tensor] = None,
+                inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """input_ids [B, T] (or their embeddings [B, T, H], e.g. with image features spliced in by a
+        vision-language model) -> final hidden states [B, T, H].
 
         position_ids default to 0..T-1; packed rows pass positions restarting per document and
         their document_ids (see ops.attention).
         """
-        h = self.embed_tokens(input_ids)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Qwen3Model: pass exactly one of input_ids and inputs_embeds")
+        h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
+            position_ids = torch.arange(h.shape[1], device=h.device)[None].expand(h.shape[0], -1)
         inv_freq = ops.rope_inv_freq(head_dim(self.config), rope_theta(self.config), device=h.device)
         cos, sin = ops.rope_cos_sin(position_ids, inv_freq, h.dtype)
         for layer in self.layers:
