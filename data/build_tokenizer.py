@@ -4,7 +4,8 @@
 
 It learns from the sample datasets and carries the Qwen3 chat special tokens, so the qwen3
 template tokenises exactly as with the real tokenizer's structure (one id per special token),
-at a vocabulary small enough for tiny models.
+at a vocabulary small enough for tiny models. data/tokenizer_internvl/ is the same tokenizer plus
+InternVL's image tokens <img>, </img>, <IMG_CONTEXT> (ids 1024..1026).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from transformers import PreTrainedTokenizerFast
 HERE = Path(__file__).resolve().parent
 VOCAB_SIZE = 1024
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+IMAGE_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>"]
 
 
 def corpus() -> list[str]:
@@ -42,6 +44,10 @@ def main() -> None:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.save_pretrained(HERE / "tokenizer")
     print(f"wrote {HERE / 'tokenizer'} with {len(fast)} tokens")
+    # Added after training, so the text tokens (and every text model's data) stay exactly the same.
+    fast.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
+    fast.save_pretrained(HERE / "tokenizer_internvl")
+    print(f"wrote {HERE / 'tokenizer_internvl'} with {len(fast)} tokens")
 
 
 if __name__ == "__main__":

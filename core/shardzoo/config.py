@@ -66,6 +66,10 @@ class DataConfig:
     train_on_prompt: bool = False
     packing: bool = False
     """Concatenate samples into cutoff_len rows; attention stays inside each sample."""
+    max_dynamic_patch: int = 12
+    """Images (vision-language models): at most this many tiles per image (InternVL dynamic tiling)."""
+    use_thumbnail: bool = True
+    """Images: add a whole-image thumbnail tile when an image is cut into more than one tile."""
     streaming: bool = False
     """Read and tokenise rows while training (no cache, no length: needs training.max_steps)."""
     buffer_size: int = 16384
@@ -482,6 +486,7 @@ def _validate_data(d: DataConfig, t: TrainingConfig) -> None:
         _require(all(p >= 0 for p in d.interleave_probs) and abs(sum(d.interleave_probs) - 1) < 1e-6,
                  f"data.interleave_probs: {d.interleave_probs} must be non-negative and sum to 1")
     _require(d.buffer_size >= 1, "data.buffer_size: must be >= 1")
+    _require(d.max_dynamic_patch >= 1, f"data.max_dynamic_patch: {d.max_dynamic_patch} must be >= 1")
     _require(d.preprocessing_num_workers is None or d.preprocessing_num_workers >= 1,
              "data.preprocessing_num_workers: must be >= 1 or null")
     _require(d.preprocessing_batch_size >= 1, "data.preprocessing_batch_size: must be >= 1")

@@ -50,6 +50,9 @@ class ModelSpec:
     adapter: StateDictAdapter = field(default_factory=StateDictAdapter)
     plan: ParallelPlan = field(default_factory=ParallelPlan)
     task: str = "causal_lm"
+    images: Optional[Callable[[Any, Any], Any]] = None
+    """(config, DataConfig) -> shardzoo.data.images.ImageInputs for vision-language models: how a
+    row's images become prompt tokens and pixel tensors. None: the model takes text only."""
     packed_documents: bool = False
     """The decoder takes position_ids and document_ids and keeps attention inside each document, so
     packed data (data.packing) trains exactly as unpacked."""

@@ -4,9 +4,11 @@ system / user / assistant; the two supported row formats are alpaca and sharegpt
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterator
 
 from .dataset_info import DatasetSource
+from .images import Conversation
 from .readers import DataError, RowErrors, read_rows
 
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
@@ -106,15 +108,34 @@ def has_empty_answer(messages: list[dict]) -> bool:
     return any(m["role"] == "assistant" and not m["content"].strip() for m in messages)
 
 
-def iter_conversations(source: DatasetSource, errors: RowErrors | None = None) -> Iterator[tuple[str, list[dict]]]:
-    """(location, messages) for every well-formed row; malformed ones go to `errors` (default: raise)."""
+def row_images(row: dict, columns: dict, base: Path, where: str) -> tuple[str, ...]:
+    """The row's image files (column `images`, remappable), relative to the dataset's folder."""
+    key = columns.get("images", "images")
+    value = _as_list(row.get(key) or [], key, where)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError(f"{where}: column {key!r} must be a list of image paths")
+    paths = tuple(str(base / v) for v in value)
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"{where}: image {path} does not exist (paths are relative to {base})")
+    return paths
+
+
+def iter_conversations(source: DatasetSource, errors: RowErrors | None = None) -> Iterator[tuple[str, Conversation]]:
+    """(location, messages) for every well-formed row; malformed ones go to `errors` (default: raise).
+    The messages carry the row's image files as `.images`."""
     errors = errors or RowErrors(skip=False)
     convert = CONVERTERS[source.formatting]
+    path = Path(source.path)
+    base = path if path.is_dir() else path.parent
     for where, row in read_rows(source.path, errors):
         try:
             if not isinstance(row, dict):
                 raise DataError(f"{where}: a row must be an object with named columns, got {type(row).__name__}")
-            messages = convert(row, source.columns, where)
+            messages = Conversation(convert(row, source.columns, where))
+            messages.images = row_images(row, source.columns, base, where)
         except DataError as exc:
             errors.handle(exc)
             continue

@@ -39,6 +39,9 @@ class Batch:
     token_mask: Optional[torch.Tensor] = None
     """[B, T] True on the tokens of live rows, False on padding and on filler rows (what statistics over
     tokens, e.g. the MoE load-balancing loss, must count)."""
+    pixel_values: Optional[torch.Tensor] = None
+    """[images' tiles..., C, S, S] of every image of the batch, in the order of the image tokens
+    (rows in order, each row's images in order); None without images."""
     document_ids: Optional[torch.Tensor] = None
     """[B, T_row] document index of every token of the whole row (packed rows only; attention keeps
     inside a document). Under context parallel the other fields hold this rank's slice of the
@@ -48,7 +51,7 @@ class Batch:
         def opt(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if t is None else fn(t)
         return Batch(fn(self.input_ids), fn(self.targets), self.num_targets, self.num_tokens,
-                     opt(self.position_ids), opt(self.token_mask), opt(self.document_ids))
+                     opt(self.position_ids), opt(self.token_mask), opt(self.pixel_values), opt(self.document_ids))
 
     def to(self, device: torch.device) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -57,9 +60,11 @@ class Batch:
         return self._map(torch.Tensor.pin_memory)
 
 
-def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = (), pad_to_multiple_of: int = 1) -> Batch:
+def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = (), pad_to_multiple_of: int = 1,
+            pixels: Optional[Callable[[str], torch.Tensor]] = None) -> Batch:
     """Right-pad rows into a batch of a length divisible by pad_to_multiple_of; `masked` rows keep their
-    tokens but contribute no target."""
+    tokens (and images: the image tokens are still there) but contribute no target. `pixels` loads
+    an image file into the model's tensor."""
     masked = list(masked) or [False] * len(rows)
     length = -(-max(len(r.input_ids) for r in rows) // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = np.full((len(rows), length), pad_id, dtype=np.int64)
@@ -78,8 +83,12 @@ def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = (), pad_t
             positions[i, n:] = np.arange(length - n)
     num_tokens = sum(len(r.input_ids) for r, m in zip(rows, masked) if not m)
     position_ids = None if positions is None else torch.from_numpy(positions)
+    files = [path for r in rows for path in r.images]
+    if files and pixels is None:
+        raise ValueError(f"collate: rows carry {len(files)} images but no image loader was given")
+    pixel_values = torch.cat([pixels(path) for path in files]) if files else None
     return Batch(torch.from_numpy(input_ids), torch.from_numpy(targets), int((targets != IGNORE_INDEX).sum()),
-                 num_tokens, position_ids, torch.from_numpy(token_mask),
+                 num_tokens, position_ids, torch.from_numpy(token_mask), pixel_values,
                  None if position_ids is None else document_ids_from_position_ids(position_ids))
 
 
@@ -89,9 +98,9 @@ class _Steps:
     keeps its cp_rank-th slice of the sequence."""
 
     def __init__(self, rank: int, world: int, batch_size: int, grad_accum: int, pad_id: int,
-                 cp_rank: int = 0, cp_size: int = 1):
+                 cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None):
         self.rank, self.world, self.pad_id = rank, world, pad_id
-        self.cp_rank, self.cp_size = cp_rank, cp_size
+        self.cp_rank, self.cp_size, self.pixels = cp_rank, cp_size, pixels
         self.batch_size, self.grad_accum = batch_size, grad_accum
         self.step_size = world * batch_size * grad_accum
         self.epoch_index = 0
@@ -104,7 +113,8 @@ class _Steps:
         for a in range(self.grad_accum):
             start = a * micro + self.rank * self.batch_size
             sl = slice(start, start + self.batch_size)
-            batch = collate([get(int(i)) for i in ids[sl]], self.pad_id, ~live[sl], pad_to_multiple_of=self.cp_size)
+            batch = collate([get(int(i)) for i in ids[sl]], self.pad_id, ~live[sl], pad_to_multiple_of=self.cp_size,
+                            pixels=self.pixels)
             batches.append(split_sequence(batch, self.cp_rank, self.cp_size) if self.cp_size > 1 else batch)
         return batches
 
@@ -123,8 +133,8 @@ class StepLoader(_Steps):
 
     def __init__(self, rows, *, rank: int, world: int, batch_size: int, grad_accum: int, seed: int, shuffle: bool,
                  pad_id: int, drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False,
-                 cp_rank: int = 0, cp_size: int = 1):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size)
+                 cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels)
         self.rows, self.seed, self.shuffle, self.drop_last = rows, seed, shuffle, drop_last
         self.num_workers, self.pin_memory = num_workers, pin_memory
         n = len(rows)
@@ -199,8 +209,9 @@ class StreamLoader(_Steps):
     to the saved step without collating it."""
 
     def __init__(self, make_rows: Callable[[int], Iterator[Row]], *, rank: int, world: int, batch_size: int,
-                 grad_accum: int, pad_id: int, drop_last: bool = False, cp_rank: int = 0, cp_size: int = 1):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size)
+                 grad_accum: int, pad_id: int, drop_last: bool = False, cp_rank: int = 0, cp_size: int = 1,
+                 pixels: Optional[Callable[[str], torch.Tensor]] = None):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels)
         self.make_rows, self.drop_last = make_rows, drop_last
 
     def _epoch(self, epoch: int, start: int) -> Iterator[list[Batch]]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from .dataset_info import resolve_sources
+from .images import ImageInputs
 from .loader import StepLoader, StreamLoader
 from .mixing import mix, mixed_index
 from .packing import pack
@@ -51,7 +52,9 @@ class TrainData:
 
 def _to_row(sample) -> Row:
     ids = np.asarray(sample.input_ids, dtype=np.int64)
-    return sample_row(ids, np.asarray(sample.labels) != -100)
+    row = sample_row(ids, np.asarray(sample.labels) != -100)
+    row.images = sample.images
+    return row
 
 
 def shuffle_buffer(items: Iterator, size: int, seed: int) -> Iterator:
@@ -80,24 +83,26 @@ def pack_stream(rows: Iterator[Row], capacity: int, window: int) -> Iterator[Row
 
 
 def build_train_data(cfg: Config, tokenizer, *, rank: int, world: int, local_rank: int,
-                     barrier: Callable[[], None], cp_rank: int = 0, cp_size: int = 1) -> TrainData:
+                     barrier: Callable[[], None], cp_rank: int = 0, cp_size: int = 1,
+                     images: ImageInputs | None = None) -> TrainData:
     """rank/world: among the data-parallel ranks (the cp_size ranks of a context-parallel group
-    share one, and keep slice cp_rank of each row)."""
+    share one, and keep slice cp_rank of each row). `images`: how the model takes the rows' images
+    (a vision-language model's ModelSpec.images); None = text only, rows with images are bad rows."""
     d, t = cfg.data, cfg.training
     sources = resolve_sources(d)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     steps = dict(rank=rank, world=world, batch_size=t.per_device_train_batch_size,
                  grad_accum=t.gradient_accumulation_steps, pad_id=pad_id, drop_last=d.dataloader_drop_last,
-                 cp_rank=cp_rank, cp_size=cp_size)
+                 cp_rank=cp_rank, cp_size=cp_size, pixels=images.pixels if images else None)
     if d.streaming:
-        return _streaming(cfg, tokenizer, sources, steps)
+        return _streaming(cfg, tokenizer, sources, steps, images)
 
     # Tokenise once per node, then everyone opens the stores.
     if local_rank == 0:
-        built = _stores(cfg, tokenizer, sources, build=True)
+        built = _stores(cfg, tokenizer, sources, build=True, images=images)
     barrier()
     if local_rank != 0:
-        built = _stores(cfg, tokenizer, sources, build=False)
+        built = _stores(cfg, tokenizer, sources, build=False, images=images)
     stores, stats, cached = built
 
     if d.data_manager_type == "mg":
@@ -118,21 +123,21 @@ def build_train_data(cfg: Config, tokenizer, *, rank: int, world: int, local_ran
     return TrainData(loader, stats, len(rows), cached)
 
 
-def _stores(cfg: Config, tokenizer, sources, build: bool):
+def _stores(cfg: Config, tokenizer, sources, build: bool, images: ImageInputs | None = None):
     d = cfg.data
     if d.data_manager_type == "mg":
         store, stats, cached = build_pretrain_store(sources, d, tokenizer, build=build)
         return [store], {"mg": stats}, cached
     stores, stats, cached = [], {}, True
     for source in sources:
-        store, one, hit = build_source_store(source, d, tokenizer, build=build)
+        store, one, hit = build_source_store(source, d, tokenizer, build=build, images=images)
         stores.append(store)
         stats[source.name] = one
         cached &= hit
     return stores, stats, cached
 
 
-def _streaming(cfg: Config, tokenizer, sources, steps: dict) -> TrainData:
+def _streaming(cfg: Config, tokenizer, sources, steps: dict, images: ImageInputs | None) -> TrainData:
     d, t = cfg.data, cfg.training
     stats = {s.name: DataStats() for s in sources}
 
@@ -140,7 +145,7 @@ def _streaming(cfg: Config, tokenizer, sources, steps: dict) -> TrainData:
         def factory(source):
             def rows():
                 errors = RowErrors(d.skip_bad_rows)
-                for sample in iter_samples(source, d, tokenizer, stats[source.name], errors):
+                for sample in iter_samples(source, d, tokenizer, stats[source.name], errors, images):
                     yield _to_row(sample)
                 stats[source.name].bad_rows += errors.count
             return rows

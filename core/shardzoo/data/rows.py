@@ -22,6 +22,8 @@ class Row:
     targets: np.ndarray
     position_ids: Optional[np.ndarray] = None
     """Positions restarting at 0 for every packed document; None = 0..len-1."""
+    images: tuple[str, ...] = ()
+    """Image files whose features fill the row's image tokens, in order."""
 
 
 def sample_row(ids: np.ndarray, trained: np.ndarray) -> Row:
@@ -35,7 +37,8 @@ def packed_row(samples: list[Row]) -> Row:
     """Samples side by side; each keeps its own targets (its last token predicts nothing, so no
     loss crosses a boundary) and positions restart, which keeps attention inside each sample."""
     return Row(np.concatenate([s.input_ids for s in samples]), np.concatenate([s.targets for s in samples]),
-               np.concatenate([np.arange(len(s.input_ids), dtype=np.int64) for s in samples]))
+               np.concatenate([np.arange(len(s.input_ids), dtype=np.int64) for s in samples]),
+               tuple(path for s in samples for path in s.images))
 
 
 class SampleRows:
@@ -54,7 +57,9 @@ class SampleRows:
     def __getitem__(self, i: int) -> Row:
         store, doc = self.index[i]
         ids, trained = self.stores[store].document(int(doc))
-        return sample_row(ids, trained)
+        row = sample_row(ids, trained)
+        row.images = self.stores[store].document_images(int(doc))
+        return row
 
 
 class PackedRows:

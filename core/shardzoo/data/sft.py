@@ -8,8 +8,10 @@ every setting that changes the tokens, so a second run with the same inputs star
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
@@ -18,7 +20,8 @@ from ..config import ConfigError, DataConfig
 from .dataset_info import DatasetSource
 from .fingerprint import cache_root, file_signature, fingerprint, function_signature, tokenizer_signature
 from .formats import has_empty_answer, iter_conversations
-from .readers import RowErrors
+from .images import ImageInputs, expand_images
+from .readers import DataError, RowErrors
 from .templates import TEMPLATES, Segment, TokenizedSample, tokenize_conversations
 from .token_store import TokenStore, TokenStoreWriter
 from .workers import map_batches
@@ -38,6 +41,7 @@ class DataStats:
     truncated: int = 0
     no_labels: int = 0
     empty_texts: int = 0
+    images_cut: int = 0
 
     def __iadd__(self, other: "DataStats") -> "DataStats":
         for f in fields(self):
@@ -46,7 +50,8 @@ class DataStats:
 
     def summary(self) -> str:
         skipped = {"bad rows": self.bad_rows, "empty answers": self.empty_answers, "empty texts": self.empty_texts,
-                   "no label left after cutoff": self.no_labels}
+                   "no label left after cutoff": self.no_labels,
+                   "image tokens cut by cutoff_len": self.images_cut}
         shown = ", ".join(f"{n} {what}" for what, n in skipped.items() if n) or "none"
         return (f"{self.samples} samples / {self.tokens} tokens from {self.rows} rows; skipped: {shown}; "
                 f"truncated: {self.truncated}")
@@ -69,16 +74,22 @@ def template_of(cfg: DataConfig) -> Callable[[list[dict], str], list[Segment]]:
     return TEMPLATES[cfg.template]
 
 
-def conversations(source: DatasetSource, cfg: DataConfig, eos: str, stats: DataStats,
-                  errors: RowErrors) -> Iterator[list[Segment]]:
-    """Rendered conversations of a source; empty answers are counted and left out."""
+def conversations(source: DatasetSource, cfg: DataConfig, eos: str, stats: DataStats, errors: RowErrors,
+                  images: ImageInputs | None = None) -> Iterator[tuple[list[Segment], tuple[str, ...], int]]:
+    """(rendered segments, image files, image context tokens) of a source's conversations, their
+    `<image>` placeholders expanded; empty answers are counted and left out."""
     render = template_of(cfg)
-    for _, messages in iter_conversations(source, errors):
+    for where, messages in iter_conversations(source, errors):
         stats.rows += 1
         if has_empty_answer(messages):
             stats.empty_answers += 1
             continue
-        yield render(messages, eos)
+        try:
+            segments, context = expand_images(render(messages, eos), messages.images, images, where)
+        except DataError as exc:
+            errors.handle(exc)
+            continue
+        yield segments, messages.images, context
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:
@@ -87,18 +98,40 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def context_token_id(tokenizer, images: ImageInputs) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(images.context_token)
+    if token_id is None or token_id == tokenizer.unk_token_id or \
+            tokenizer.convert_ids_to_tokens(token_id) != images.context_token:
+        raise ConfigError(f"model.tokenizer_name_or_path: the tokenizer has no {images.context_token} token, which "
+                          "the model's images are written with; use the model's tokenizer")
+    return token_id
+
+
 def iter_samples(source: DatasetSource, cfg: DataConfig, tokenizer, stats: DataStats,
-                 errors: RowErrors) -> Iterator[TokenizedSample]:
+                 errors: RowErrors, images: ImageInputs | None = None) -> Iterator[TokenizedSample]:
     """Tokenised samples of one source, counted into `stats`; stops at max_samples."""
     eos = tokenizer.eos_token or ""
-    batches = batched(conversations(source, cfg, eos, stats, errors), cfg.preprocessing_batch_size)
-    for batch in map_batches(tokenize_conversations, batches, tokenizer, cfg.preprocessing_num_workers or 1,
+    context_id = context_token_id(tokenizer, images) if images is not None else None
+    # Workers get the segments only; each batch's images wait here, in order, for its tokens.
+    waiting: deque = deque()
+
+    def segment_batches() -> Iterator[list[list[Segment]]]:
+        for chunk in batched(conversations(source, cfg, eos, stats, errors, images), cfg.preprocessing_batch_size):
+            waiting.append([(files, context) for _, files, context in chunk])
+            yield [segments for segments, _, _ in chunk]
+
+    for batch in map_batches(tokenize_conversations, segment_batches(), tokenizer, cfg.preprocessing_num_workers or 1,
                              cutoff_len=cfg.cutoff_len, train_on_prompt=cfg.train_on_prompt):
-        for sample, truncated in batch:
+        for (sample, truncated), (files, context) in zip(batch, waiting.popleft()):
             # A sample whose labels were all cut off teaches nothing: count it, never hide it.
             if all(label == -100 for label in sample.labels[1:]):
                 stats.no_labels += 1
                 continue
+            if context and sample.input_ids.count(context_id) != context:
+                stats.images_cut += 1  # an image cut in half by cutoff_len cannot be fed; raise cutoff_len
+                continue
+            if files:
+                sample = dataclasses.replace(sample, images=files)
             stats.truncated += truncated
             stats.samples += 1
             stats.tokens += len(sample.input_ids)
@@ -107,9 +140,9 @@ def iter_samples(source: DatasetSource, cfg: DataConfig, tokenizer, stats: DataS
                 return
 
 
-def source_fingerprint(source: DatasetSource, cfg: DataConfig, tokenizer) -> str:
+def source_fingerprint(source: DatasetSource, cfg: DataConfig, tokenizer, images: ImageInputs | None = None) -> str:
     return fingerprint(kind="sft", files=file_signature(source.path), formatting=source.formatting,
-                       columns=source.columns, template=cfg.template,
+                       columns=source.columns, template=cfg.template, images=images.signature if images else None,
                        template_code=function_signature(template_of(cfg)), tokenizer=tokenizer_signature(tokenizer),
                        cutoff_len=cfg.cutoff_len, train_on_prompt=cfg.train_on_prompt,
                        max_samples=cfg.max_samples, skip_bad_rows=cfg.skip_bad_rows)
@@ -126,17 +159,17 @@ def open_cached(path: Path, cfg: DataConfig, build: bool) -> tuple[TokenStore, D
     return None
 
 
-def build_source_store(source: DatasetSource, cfg: DataConfig, tokenizer, build: bool = True
-                       ) -> tuple[TokenStore, DataStats, bool]:
+def build_source_store(source: DatasetSource, cfg: DataConfig, tokenizer, build: bool = True,
+                       images: ImageInputs | None = None) -> tuple[TokenStore, DataStats, bool]:
     """(store, stats, came_from_cache). With build=False only an existing store is opened (other ranks)."""
-    path = cache_root(cfg) / f"{source.name}-{source_fingerprint(source, cfg, tokenizer)}"
+    path = cache_root(cfg) / f"{source.name}-{source_fingerprint(source, cfg, tokenizer, images)}"
     if (cached := open_cached(path, cfg, build)) is not None:
         return cached
     stats = DataStats()
     errors = RowErrors(cfg.skip_bad_rows)
     with TokenStoreWriter(path, len(tokenizer), with_mask=True) as writer:
-        for sample in iter_samples(source, cfg, tokenizer, stats, errors):
-            writer.add(sample.input_ids, [label != -100 for label in sample.labels])
+        for sample in iter_samples(source, cfg, tokenizer, stats, errors, images):
+            writer.add(sample.input_ids, [label != -100 for label in sample.labels], sample.images)
         stats.bad_rows = errors.count
         writer.commit({"stats": asdict(stats), "source": str(source.path)}, replace=cfg.overwrite_cache)
     return TokenStore(path), stats, False

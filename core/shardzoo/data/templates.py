@@ -97,6 +97,8 @@ class TokenizedSample:
     input_ids: list[int]
     labels: list[int]
     """Same length as input_ids; -100 where no loss is taken (unshifted, HF convention)."""
+    images: tuple[str, ...] = ()
+    """Image files of the sample's image tokens, in order."""
 
 
 def tokenize_conversations(conversations: list[list[Segment]], tokenizer, cutoff_len: int, train_on_prompt: bool,

@@ -5,6 +5,7 @@ A store is a folder:
     tokens_00000.bin ...  the token ids of all documents, concatenated, in shards
     mask_00000.bin ...    (optional) one uint8 per token: 1 = a trained label (SFT), absent for pretraining
     offsets.bin           int64 [documents + 1]: where each document starts in the concatenation
+    images.json           (optional) {document: its image files, in the order of its image tokens}
 
 It is written into a temporary folder and renamed into place only when complete, so a crash
 never leaves a half store that a later run would take for a cache. Reading maps the shards: the
@@ -51,6 +52,7 @@ class TokenStoreWriter:
         self.num_tokens = 0
         self._tokens = self._mask = None
         self._in_shard = 0
+        self._images: dict[int, list[str]] = {}  # sparse: text corpora hold none
 
     def _open_shard(self) -> None:
         self._close_shard()
@@ -67,7 +69,7 @@ class TokenStoreWriter:
                 self._mask.close()
             self.shards[-1] = self._in_shard
 
-    def add(self, ids, mask=None) -> None:
+    def add(self, ids, mask=None, images: tuple[str, ...] = ()) -> None:
         # A document never straddles two shards (unless it is longer than a shard on its own).
         if self._tokens is None or (self._in_shard and self._in_shard + len(ids) > self.shard_tokens):
             self._open_shard()
@@ -78,6 +80,8 @@ class TokenStoreWriter:
         self.num_tokens += len(ids)
         self.num_documents += 1
         self._offsets.write(np.int64(self.num_tokens).tobytes())
+        if images:
+            self._images[self.num_documents - 1] = list(images)
 
     def commit(self, info: dict, replace: bool = False) -> None:
         """Publish; `replace` first removes an existing store at the path (data.overwrite_cache)."""
@@ -89,6 +93,8 @@ class TokenStoreWriter:
         self._offsets.close()
         meta = {"format_version": FORMAT_VERSION, "dtype": self.dtype.name, "shards": self.shards,
                 "with_mask": self.with_mask, "documents": self.num_documents, "tokens": self.num_tokens, **info}
+        if self._images:
+            (self.tmp / "images.json").write_text(json.dumps(self._images))
         (self.tmp / META).write_text(json.dumps(meta, indent=1))
         try:
             os.replace(self.tmp, self.path)
@@ -128,6 +134,12 @@ class TokenStore:
         self._mask = [self._map(f"mask_{i:05d}.bin", np.uint8, n) for i, n in enumerate(sizes)] \
             if self.meta["with_mask"] else None
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        images = self.path / "images.json"
+        self._images = json.loads(images.read_text()) if images.is_file() else {}
+
+    def document_images(self, i: int) -> tuple[str, ...]:
+        """The image files of document i (in the order of its image tokens); () for text."""
+        return tuple(self._images.get(str(i), ()))
 
     def _map(self, name: str, dtype, n: int) -> np.ndarray:
         if n == 0:

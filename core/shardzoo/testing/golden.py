@@ -44,12 +44,13 @@ class GoldenRun:
     """A model package's golden run: its tiny config trained `steps` steps on one CPU process with the
     shipped tokenizer and data, compared with (or written to) its golden file."""
 
-    def __init__(self, repo: Path, config: Path, golden: Path, *, rtol: float, rtol_reason: str, steps: int = 12):
+    def __init__(self, repo: Path, config: Path, golden: Path, *, rtol: float, rtol_reason: str, steps: int = 12,
+                 tokenizer: str = "data/tokenizer"):
         self.repo, self.config, self.golden = repo, config, golden
         self.rtol, self.rtol_reason = rtol, rtol_reason
         self.overrides = ["--training.max_steps", str(steps), "--training.logging_steps", "1",
                           "--training.progress_bar", "false", "--model.tokenizer_name_or_path",
-                          str(repo / "data/tokenizer"), "--data.dataset_dir", str(repo / "data")]
+                          str(repo / tokenizer), "--data.dataset_dir", str(repo / "data")]
 
     def run(self, output_dir: Path) -> list[float]:
         from ..config import load_config

@@ -165,9 +165,15 @@ def _build_auto_model(cfg: Config, hf_config) -> nn.Module:
     return model
 
 
+def text_config(hf_config):
+    """The language model's config (a vision-language config nests it; a text config is its own)."""
+    return hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+
+
 def check_vocab(hf_config, tokenizer, tokenizer_path: str) -> None:
-    if len(tokenizer) > hf_config.vocab_size:
+    vocab_size = text_config(hf_config).vocab_size
+    if len(tokenizer) > vocab_size:
         raise ConfigError(f"model.tokenizer_name_or_path: the tokenizer at {tokenizer_path} has {len(tokenizer)} "
-                          f"tokens but the model's vocab_size is {hf_config.vocab_size}; use the model's tokenizer "
+                          f"tokens but the model's vocab_size is {vocab_size}; use the model's tokenizer "
                           "or raise vocab_size")
 

@@ -41,7 +41,8 @@ class CausalLMTask(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float | torch.Tensor,
                 position_ids: torch.Tensor | None = None, document_ids: torch.Tensor | None = None,
-                micro_batches: int = 1, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+                micro_batches: int = 1, token_mask: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """document_ids mark a packed batch: the decoder then keeps attention inside each document
         (models that declare ModelSpec.packed_documents accept them); position_ids restart per
         document there, and under context parallel give each token's place in its row.
@@ -52,6 +53,8 @@ class CausalLMTask(nn.Module):
             inputs["position_ids"] = position_ids
         if document_ids is not None:
             inputs["document_ids"] = document_ids
+        if pixel_values is not None:  # vision-language models: the images of the batch's image tokens
+            inputs["pixel_values"] = pixel_values
         with RoutingCollector(token_mask) as routing:
             out = self.model.get_decoder()(**inputs)
         hidden = out if isinstance(out, torch.Tensor) else out[0]

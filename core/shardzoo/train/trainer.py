@@ -118,8 +118,9 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     check_vocab(hf_config, tokenizer, tok_path)
     data_start = time.perf_counter()
     # The cp ranks of a group (consecutive) read the same rows, each its slice of the sequence.
+    images = spec.images(hf_config, cfg.data) if spec is not None and spec.images is not None else None
     train_data = build_train_data(cfg, tokenizer, rank=rank // cp, world=dp, local_rank=local_rank,
-                                  barrier=dist.barrier, cp_rank=rank % cp, cp_size=cp)
+                                  barrier=dist.barrier, cp_rank=rank % cp, cp_size=cp, images=images)
     data_seconds = time.perf_counter() - data_start
     loader = train_data.loader
     if rank == 0:
@@ -183,7 +184,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
                     loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
                                       position_ids=batch.position_ids, document_ids=batch.document_ids,
-                                      micro_batches=len(micro_batches), token_mask=batch.token_mask)
+                                      micro_batches=len(micro_batches), token_mask=batch.token_mask,
+                                      pixel_values=batch.pixel_values)
                     loss.backward()
                     loss_sum += loss.detach().float()
                     # Attention FLOPs grow with the whole row, cp slices of it under context parallel.

@@ -77,3 +77,31 @@ def num_tiles(width: int, height: int, image_size: int = 448, max_tiles: int = 1
     """Tiles tile_image makes of a width x height image (what the prompt's image tokens are counted from)."""
     cols, rows = choose_grid(width, height, image_size, 1, max_tiles)
     return cols * rows + (1 if use_thumbnail and cols * rows > 1 else 0)
+
+
+class InternVLImages:
+    """How InternVL takes a conversation's images (shardzoo.data.images.ImageInputs): each image is
+    `<img>` + `<IMG_CONTEXT>` x (tokens_per_tile x its tiles) + `</img>` in the text, and its tiles
+    in pixel_values."""
+
+    context_token = "<IMG_CONTEXT>"
+    start_token, end_token = "<img>", "</img>"
+
+    def __init__(self, image_size: int, tokens_per_tile: int, max_tiles: int = 12, use_thumbnail: bool = True):
+        self.image_size, self.tokens_per_tile = image_size, tokens_per_tile
+        self.max_tiles, self.use_thumbnail = max_tiles, use_thumbnail
+        self.signature = f"internvl-v1:{image_size}px:{tokens_per_tile}tok:{max_tiles}tiles:thumb{use_thumbnail}"
+
+    def tiles_of(self, path: str) -> int:
+        try:
+            with Image.open(path) as image:  # the header only: the size decides the tiles
+                width, height = image.size
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"image {path}: cannot be read ({exc}); check the path in the dataset row") from None
+        return num_tiles(width, height, self.image_size, self.max_tiles, self.use_thumbnail)
+
+    def prompt(self, path: str) -> str:
+        return self.start_token + self.context_token * (self.tokens_per_tile * self.tiles_of(path)) + self.end_token
+
+    def pixels(self, path: str) -> torch.Tensor:
+        return image_tiles(path, self.image_size, self.max_tiles, self.use_thumbnail)

@@ -94,6 +94,13 @@ class InternVLModel(nn.Module):
             embeds = embeds.masked_scatter(slots[..., None], features)
         elif n_slots:
             raise ValueError(f"InternVL: {n_slots} image tokens in the batch but no pixel_values")
+        elif self.training:
+            # A text-only micro-batch still runs the vision tower (on one blank tile, weighted 0):
+            # under FSDP every rank must gather and reduce the same units in the same order, and
+            # another rank's micro-batch may hold images (InternVL's dummy tiles, image_flags 0).
+            size = self.vision_tower.embeddings.grid[0] * self.vision_tower.embeddings.patch_size[0]
+            blank = embeds.new_zeros(1, 3, size, size)
+            embeds = embeds + 0.0 * self.image_features(blank).sum().to(embeds.dtype)
         return self.language_model(position_ids=position_ids, document_ids=document_ids, inputs_embeds=embeds)
 
 

@@ -9,6 +9,7 @@ from shardzoo_qwen3.spec import flops_per_token as qwen3_flops_per_token
 from shardzoo_qwen3.spec import init_fn as qwen3_init_fn
 from transformers import InternVLConfig
 
+from .image_processing import InternVLImages
 from .modeling_internvl import InternVLForConditionalGeneration
 
 VIT = "model.vision_tower"
@@ -42,6 +43,12 @@ def flops_per_token(config: InternVLConfig, seq_len: int) -> float:
     """The language model's FLOPs per text token (image tokens included, as they pass the LM). The
     vision tower's FLOPs scale with tiles, not tokens, and are not counted: MFU is a lower bound."""
     return qwen3_flops_per_token(config.text_config, seq_len)
+
+
+def images(config: InternVLConfig, data) -> InternVLImages:
+    vision = config.vision_config
+    size = vision.image_size if isinstance(vision.image_size, int) else vision.image_size[0]
+    return InternVLImages(size, config.image_seq_length, data.max_dynamic_patch, data.use_thumbnail)
 
 
 def tiny_config(**overrides) -> InternVLConfig:
@@ -102,6 +109,7 @@ SPEC = ModelSpec(
     flops_per_token=flops_per_token,
     tiny_config=tiny_config,
     adapter=ADAPTER,
+    images=images,
     plan=ParallelPlan(fsdp_modules=(f"{VIT}.encoder.layer.{{*}}", "model.language_model.layers.{*}"),
                       recompute_modules=(f"{VIT}.encoder.layer.{{*}}", "model.language_model.layers.{*}")),
     packed_documents=True,
