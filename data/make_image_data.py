@@ -50,7 +50,8 @@ def main() -> None:
     for i in range(24):
         fact = {"file": f"images/shape_{i:02d}.png", "shape": SHAPES[i % 3], "colour": list(COLOURS)[i % 4],
                 "background": list(BACKGROUNDS)[i % 3], "count": 1 + i % 3, "size": SIZES[i % len(SIZES)]}
-        draw(fact["shape"], fact["colour"], fact["background"], fact["count"], fact["size"], rng).save(HERE / fact["file"])
+        image = draw(fact["shape"], fact["colour"], fact["background"], fact["count"], fact["size"], rng)
+        image.save(HERE / fact["file"])
         facts.append(fact)
 
     def plural(f):
@@ -61,7 +62,8 @@ def main() -> None:
         a, b = facts[i % 24], facts[(i * 7 + 3) % 24]
         kind = i % 4
         if kind == 0:
-            turns = [("<image>\nWhat is in the picture?", f"{plural(a).capitalize()} on a {a['background']} background.")]
+            answer = f"{plural(a).capitalize()} on a {a['background']} background."
+            turns = [("<image>\nWhat is in the picture?", answer)]
             images = [a["file"]]
         elif kind == 1:
             turns = [("<image>\nWhat colour is the shape?", f"The {a['shape']} is {a['colour']}."),

@@ -67,7 +67,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise ValueError(f"image {path}: cannot be read ({exc}); check the path in the dataset row") from None
 
 
-def image_tiles(path: str | Path, image_size: int = 448, max_tiles: int = 12, use_thumbnail: bool = True) -> torch.Tensor:
+def image_tiles(path: str | Path, image_size: int = 448, max_tiles: int = 12,
+                use_thumbnail: bool = True) -> torch.Tensor:
     """[tiles, 3, S, S] of one image file."""
     tiles = tile_image(load_image(path), image_size, 1, max_tiles, use_thumbnail)
     return torch.stack([to_tensor(t, image_size) for t in tiles])

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from shardzoo.config import Config, DataConfig, TrainingConfig
 from shardzoo.data import build_train_data, load_tokenizer
 from shardzoo.data.readers import DataError
 from shardzoo_internvl.image_processing import InternVLImages, image_tiles, num_tiles
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[3]
 TOKENIZER = load_tokenizer(str(REPO / "data/tokenizer_internvl"))
