@@ -41,6 +41,9 @@ class ModelConfig:
     train_from_scratch: bool = False
     hf_config: dict = field(default_factory=dict)
     """HF config fields applied on top of config.json (or the whole config when there is no path)."""
+    freeze_modules: Optional[list[str]] = None
+    """Module patterns whose parameters are not trained (kept, not updated, not in the optimizer), e.g.
+    InternVL's model.vision_tower / model.multi_modal_projector / model.language_model."""
 
 
 @dataclass
@@ -439,6 +442,8 @@ def validate_values(cfg: Config) -> None:
     _require(d.cutoff_len >= 2, f"data.cutoff_len: {d.cutoff_len} is too small; use at least 2")
     _require(d.max_samples is None or d.max_samples > 0, "data.max_samples: must be positive or null")
     _validate_data(d, t)
+    _require(m.freeze_modules is None or len(m.freeze_modules) > 0,
+             "model.freeze_modules: must name at least one module pattern (e.g. model.vision_tower) or be null")
     _require(t.output_dir is not None, "training.output_dir: missing; set where metrics and checkpoints go")
     _require(t.per_device_train_batch_size >= 1, "training.per_device_train_batch_size: must be >= 1")
     _require(t.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps: must be >= 1")

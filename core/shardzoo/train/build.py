@@ -20,6 +20,7 @@ from ..checkpoint import iter_safetensors
 from ..config import Config, ConfigError, resolve_path
 from ..parallel import Meshes, apply_context_parallel, apply_expert_parallel, apply_fsdp, apply_recompute
 from ..parallel.context import check_heads
+from ..parallel.patterns import match_modules
 from ..parallel.materialize import init_parameters, load_parameters
 from ..registry import ModelSpec, find_spec
 from .task import TASKS
@@ -39,6 +40,7 @@ class BuiltModel:
     recomputed: list[str]
     expert_parallel: list[str]
     context_parallel: list[str]
+    frozen: list[str]
     flops_per_token: Callable[[int], float]
 
 
@@ -112,6 +114,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     if meshes.cp is not None:
         context_parallel = _apply_context_parallel(model, p.cp_modules or list(plan.cp_modules if plan else []),
                                                    meshes, hf_config)
+    frozen = _freeze(model, m.freeze_modules) if m.freeze_modules else []
     recomputed = []
     if p.recompute or (p.recompute is None and p.recompute_modules):
         patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
@@ -129,7 +132,20 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         else:
             path = resolve_path(m.model_name_or_path)
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
-    return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, flops)
+    return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
+                      flops)
+
+
+def _freeze(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Parameters of the matched modules stop requiring gradients (before FSDP, which keeps the flag)."""
+    names = []
+    for name, module in match_modules(model, patterns, "model.freeze_modules"):
+        for param in module.parameters():
+            param.requires_grad_(False)
+        names.append(name)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model.freeze_modules: {patterns} freeze every parameter; leave something to train")
+    return names
 
 
 def _apply_context_parallel(model: nn.Module, patterns: list[str], meshes: Meshes, hf_config) -> list[str]:

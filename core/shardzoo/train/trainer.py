@@ -147,7 +147,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     "world": world, "mesh": f"{replicate}x{shard}" + (f" ep {ep_fsdp}x{ep}" if ep > 1 else "")
                     + (f" cp {cp} (ulysses)" if cp > 1 else ""),
                     "fsdp_units": len(built.fsdp_units),
-                    "recomputed": len(built.recomputed), "rows": train_data.rows or "stream", "steps": steps,
+                    "recomputed": len(built.recomputed), "frozen": len(built.frozen),
+                    "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
     live = Live(built.model, optimizer, scheduler, loader, device_type,
