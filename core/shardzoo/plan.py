@@ -17,7 +17,8 @@ largest shards:
                without recompute, for one block with it: attention q, k, v, output and the two
                norm outputs; MLP gate/up and product (dense: 3 I; MoE: k copies of the token,
                2 I + I per copy, plus fp32 router probabilities); plus the loss chunk's fp32
-               logits and their gradient (loss_chunk_size x vocab x 4 x 2).
+               logits and their gradient (loss_chunk_size x vocab x 4 x 2). For vision-language
+               models the language model's; the vision tower's (per image tile) are not included.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .config import Config, ConfigError, context_parallel_shape, expert_mesh_sha
 from .moe import GroupedExperts
 from .parallel import build_meshes
 from .parallel.fsdp import to_dtype
-from .train.build import build_model, resolve_model
+from .train.build import build_model, resolve_model, text_config
 
 ADAM_STATES = 2
 
@@ -92,7 +93,9 @@ def _gathered_bytes(task: nn.Module, cfg: Config, ep: int) -> int:
 
 
 def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
-    """The estimate described in the module docstring."""
+    """The estimate described in the module docstring (the language model's; a vision tower's
+    activations scale with image tiles and are not included)."""
+    hf_config = text_config(hf_config)
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
     n = cfg.training.per_device_train_batch_size * -(-cfg.data.cutoff_len // cfg.parallel.cp_size)
     h, layers = hf_config.hidden_size, hf_config.num_hidden_layers
