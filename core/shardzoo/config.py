@@ -156,6 +156,10 @@ class TrainingConfig:
     output_dir: Optional[str] = None
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 1
+    loss_reduction: Literal["token", "square"] = "token"
+    """token: the mean over every target token of the step (transformers). square: InternVL 3.5's
+    square-root averaging: each sample's target tokens weigh 1/sqrt(its target count), and the loss
+    is sum(w * CE) / sum(w) over the step, so long answers count less per token."""
     seed: int = 42
     optimizer: Literal["adamw"] = "adamw"
     lr: float = 1e-5

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from shardzoo.config import Config, ConfigError, DataConfig, TrainingConfig
 from shardzoo.data import Row, StepLoader, build_train_data, collate, load_tokenizer
 from shardzoo.data.mixing import mixed_index
@@ -233,3 +234,20 @@ def test_data_config_errors(tmp_path, tokenizer, minimal_raw):
         config_from_dict(raw_with(data_manager_type="mg", packing=True))
     with pytest.raises(ConfigError, match="data.interleave_probs: 3 probabilities for 2 datasets"):
         build(make_cfg(tmp_path, mix_strategy="interleave_over", interleave_probs=[0.2, 0.3, 0.5]), tokenizer)
+
+
+def test_square_loss_reduction_weights_each_sample_by_its_target_count():
+    def sample(n_targets: int, prompt: int = 2) -> Row:
+        n = prompt + n_targets + 1
+        return sample_row(np.arange(1, n + 1), np.arange(n) > prompt)
+
+    rows = [sample(4), packed_row([sample(1), sample(9)]), sample(3)]
+    batch = collate(rows, pad_id=0, masked=[False, False, True], loss_reduction="square")
+    w = batch.loss_weights
+    assert torch.allclose(w[0][batch.targets[0] != -100], torch.full((4,), 0.5))
+    second = w[1][batch.targets[1] != -100]
+    assert torch.allclose(second, torch.tensor([1.0] + [1 / 3] * 9))  # a packed row's documents weigh apart
+    assert w[2].sum() == 0 and w[batch.targets == -100].sum() == 0  # filler rows and non-targets weigh 0
+    assert batch.loss_normalizer == pytest.approx(4 * 0.5 + 1 + 9 / 3)
+    plain = collate(rows, pad_id=0, masked=[False, False, True])
+    assert plain.loss_weights is None and plain.loss_normalizer == 4 + 1 + 9

@@ -104,9 +104,11 @@ def test_chunked_cross_entropy(dtype, tol, chunk):
     hidden, weight = torch.randn(n, h, dtype=dtype), torch.randn(v, h, dtype=dtype) * 0.3
     targets = torch.randint(0, v, (n,))
     targets[::4] = -100
+    weights = torch.rand(n) + 0.1
     for normalizer in (None, 123.0):
-        assert_parity(linear_cross_entropy_reference, linear_cross_entropy_chunked, (hidden, weight, targets), tol,
-                      normalizer=normalizer, chunk_size=chunk)
+        for token_weights in (None, weights):
+            assert_parity(linear_cross_entropy_reference, linear_cross_entropy_chunked, (hidden, weight, targets),
+                          tol, normalizer=normalizer, chunk_size=chunk, token_weights=token_weights)
 
 
 def test_cross_entropy_normaliser_semantics():
@@ -118,6 +120,11 @@ def test_cross_entropy_normaliser_semantics():
     torch.testing.assert_close(total / 6, mean)
     ref = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets, ignore_index=-100)
     torch.testing.assert_close(mean, ref, **FP32)
+    # Per-token weights: sum of w * CE over sum of w (of the counted tokens).
+    w = torch.arange(10, dtype=torch.float32) + 1
+    per_token = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets, ignore_index=-100, reduction="none")
+    want = (per_token * w).sum() / w[4:].sum()
+    torch.testing.assert_close(linear_cross_entropy_chunked(hidden, weight, targets, token_weights=w), want, **FP32)
 
 
 def test_every_op_has_a_reference_and_explicit_choices_fail_loudly():

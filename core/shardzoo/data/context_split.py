@@ -34,6 +34,7 @@ def split_sequence(batch: "Batch", cp_rank: int, cp_size: int) -> "Batch":
     if positions is None:  # unpacked rows: 0..T-1, and the slice must keep counting from the row start
         positions = torch.arange(length).expand_as(batch.input_ids)
     targets, token_mask = mine(batch.targets), mine(batch.token_mask)
+    weights = None if batch.loss_weights is None else mine(batch.loss_weights)
     return dataclasses.replace(batch, input_ids=mine(batch.input_ids), targets=targets, position_ids=mine(positions),
                                token_mask=token_mask, num_targets=int((targets != IGNORE_INDEX).sum()),
-                               num_tokens=int(token_mask.sum()))
+                               num_tokens=int(token_mask.sum()), loss_weights=weights)

@@ -46,12 +46,20 @@ class Batch:
     """[B, T_row] document index of every token of the whole row (packed rows only; attention keeps
     inside a document). Under context parallel the other fields hold this rank's slice of the
     row, and document_ids stays whole, as attention sees the whole sequence."""
+    loss_weights: Optional[torch.Tensor] = None
+    """[B, T] per-target loss weights (training.loss_reduction square); None = every target weighs 1."""
+
+    @property
+    def loss_normalizer(self) -> float:
+        """This batch's share of the step's loss denominator: its target count, or its weights' sum."""
+        return float(self.num_targets) if self.loss_weights is None else float(self.loss_weights.sum())
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
         def opt(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if t is None else fn(t)
         return Batch(fn(self.input_ids), fn(self.targets), self.num_targets, self.num_tokens,
-                     opt(self.position_ids), opt(self.token_mask), opt(self.pixel_values), opt(self.document_ids))
+                     opt(self.position_ids), opt(self.token_mask), opt(self.pixel_values), opt(self.document_ids),
+                     opt(self.loss_weights))
 
     def to(self, device: torch.device) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -61,10 +69,11 @@ class Batch:
 
 
 def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = (), pad_to_multiple_of: int = 1,
-            pixels: Optional[Callable[[str], torch.Tensor]] = None) -> Batch:
+            pixels: Optional[Callable[[str], torch.Tensor]] = None, loss_reduction: str = "token") -> Batch:
     """Right-pad rows into a batch of a length divisible by pad_to_multiple_of; `masked` rows keep their
     tokens (and images: the image tokens are still there) but contribute no target. `pixels` loads
-    an image file into the model's tensor."""
+    an image file into the model's tensor. loss_reduction "square" adds per-target weights of
+    1/sqrt(targets of the sample), a packed row's documents each their own sample."""
     masked = list(masked) or [False] * len(rows)
     length = -(-max(len(r.input_ids) for r in rows) // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = np.full((len(rows), length), pad_id, dtype=np.int64)
@@ -87,9 +96,22 @@ def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = (), pad_t
     if files and pixels is None:
         raise ValueError(f"collate: rows carry {len(files)} images but no image loader was given")
     pixel_values = torch.cat([pixels(path) for path in files]) if files else None
+    document_ids = None if position_ids is None else document_ids_from_position_ids(position_ids)
+    weights = None if loss_reduction == "token" else sqrt_sample_weights(targets, document_ids)
     return Batch(torch.from_numpy(input_ids), torch.from_numpy(targets), int((targets != IGNORE_INDEX).sum()),
-                 num_tokens, position_ids, torch.from_numpy(token_mask), pixel_values,
-                 None if position_ids is None else document_ids_from_position_ids(position_ids))
+                 num_tokens, position_ids, torch.from_numpy(token_mask), pixel_values, document_ids, weights)
+
+
+def sqrt_sample_weights(targets: np.ndarray, document_ids: Optional[torch.Tensor]) -> torch.Tensor:
+    """[B, T] weight 1/sqrt(n) on each target of a sample with n targets (a row, or a packed document)."""
+    trained = targets != IGNORE_INDEX
+    docs = np.zeros(targets.shape, dtype=np.int64) if document_ids is None else document_ids.numpy()
+    weights = np.zeros(targets.shape, dtype=np.float32)
+    for i in range(targets.shape[0]):
+        for doc in np.unique(docs[i][trained[i]]):
+            where = trained[i] & (docs[i] == doc)
+            weights[i, where] = 1.0 / np.sqrt(where.sum())
+    return torch.from_numpy(weights)
 
 
 class _Steps:
@@ -98,9 +120,11 @@ class _Steps:
     keeps its cp_rank-th slice of the sequence."""
 
     def __init__(self, rank: int, world: int, batch_size: int, grad_accum: int, pad_id: int,
-                 cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None):
+                 cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None,
+                 loss_reduction: str = "token"):
         self.rank, self.world, self.pad_id = rank, world, pad_id
         self.cp_rank, self.cp_size, self.pixels = cp_rank, cp_size, pixels
+        self.loss_reduction = loss_reduction
         self.batch_size, self.grad_accum = batch_size, grad_accum
         self.step_size = world * batch_size * grad_accum
         self.epoch_index = 0
@@ -114,7 +138,7 @@ class _Steps:
             start = a * micro + self.rank * self.batch_size
             sl = slice(start, start + self.batch_size)
             batch = collate([get(int(i)) for i in ids[sl]], self.pad_id, ~live[sl], pad_to_multiple_of=self.cp_size,
-                            pixels=self.pixels)
+                            pixels=self.pixels, loss_reduction=self.loss_reduction)
             batches.append(split_sequence(batch, self.cp_rank, self.cp_size) if self.cp_size > 1 else batch)
         return batches
 
@@ -133,8 +157,9 @@ class StepLoader(_Steps):
 
     def __init__(self, rows, *, rank: int, world: int, batch_size: int, grad_accum: int, seed: int, shuffle: bool,
                  pad_id: int, drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False,
-                 cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels)
+                 cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None,
+                 loss_reduction: str = "token"):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels, loss_reduction)
         self.rows, self.seed, self.shuffle, self.drop_last = rows, seed, shuffle, drop_last
         self.num_workers, self.pin_memory = num_workers, pin_memory
         n = len(rows)
@@ -210,8 +235,8 @@ class StreamLoader(_Steps):
 
     def __init__(self, make_rows: Callable[[int], Iterator[Row]], *, rank: int, world: int, batch_size: int,
                  grad_accum: int, pad_id: int, drop_last: bool = False, cp_rank: int = 0, cp_size: int = 1,
-                 pixels: Optional[Callable[[str], torch.Tensor]] = None):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels)
+                 pixels: Optional[Callable[[str], torch.Tensor]] = None, loss_reduction: str = "token"):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels, loss_reduction)
         self.make_rows, self.drop_last = make_rows, drop_last
 
     def _epoch(self, epoch: int, start: int) -> Iterator[list[Batch]]:

@@ -93,7 +93,8 @@ def build_train_data(cfg: Config, tokenizer, *, rank: int, world: int, local_ran
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     steps = dict(rank=rank, world=world, batch_size=t.per_device_train_batch_size,
                  grad_accum=t.gradient_accumulation_steps, pad_id=pad_id, drop_last=d.dataloader_drop_last,
-                 cp_rank=cp_rank, cp_size=cp_size, pixels=images.pixels if images else None)
+                 cp_rank=cp_rank, cp_size=cp_size, pixels=images.pixels if images else None,
+                 loss_reduction=t.loss_reduction)
     if d.streaming:
         return _streaming(cfg, tokenizer, sources, steps, images)
 

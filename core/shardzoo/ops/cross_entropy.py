@@ -1,6 +1,9 @@
 """Language-model head + cross-entropy, normalised by a caller-given token count.
 
-loss = sum over non-ignored tokens of CE(hidden @ weight.T, target) / normalizer
+loss = sum over non-ignored tokens of w * CE(hidden @ weight.T, target) / normalizer
+
+with w = 1 (the token mean) or per-token `token_weights` (e.g. InternVL 3.5's 1/sqrt(sample
+tokens)); the default normalizer is then the sum of the weights.
 
 The trainer passes the number of non-ignored tokens of the whole optimizer step (all
 grad-accumulation micro-batches, all data-parallel ranks) as `normalizer`, so that summing the
@@ -26,25 +29,30 @@ from .dispatch import Op
 IGNORE_INDEX = -100
 
 
-def _normalizer(targets: torch.Tensor, normalizer: Optional[float | torch.Tensor],
-                ignore_index: int) -> torch.Tensor | float:
+def _normalizer(targets: torch.Tensor, normalizer: Optional[float | torch.Tensor], ignore_index: int,
+                token_weights: Optional[torch.Tensor] = None) -> torch.Tensor | float:
     if normalizer is not None:
         return normalizer
+    if token_weights is not None:
+        return (token_weights * (targets != ignore_index)).sum().clamp(min=torch.finfo(torch.float32).tiny)
     return (targets != ignore_index).sum().clamp(min=1)
 
 
 def linear_cross_entropy_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
                                    normalizer: Optional[float | torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
-                                   chunk_size: int = 1024) -> torch.Tensor:
-    """hidden [N, H], weight [V, H], targets [N] -> scalar; full fp32 logits (the truth)."""
+                                   chunk_size: int = 1024,
+                                   token_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """hidden [N, H], weight [V, H], targets [N] (token_weights [N]) -> scalar; full fp32 logits (the truth)."""
     logits = (hidden @ weight.t()).float()
-    total = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
-    return total / _normalizer(targets, normalizer, ignore_index)
+    per_token = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="none")
+    if token_weights is not None:
+        per_token = per_token * token_weights.float()
+    return per_token.sum() / _normalizer(targets, normalizer, ignore_index, token_weights)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, normalizer, ignore_index, chunk_size):
+    def forward(ctx, hidden, weight, targets, normalizer, ignore_index, chunk_size, token_weights):
         need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_dh else None
         # fp32 accumulator: many chunks of low-precision partial sums would lose bits.
@@ -54,8 +62,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start:start + chunk_size]
             t = targets[start:start + chunk_size]
             logits = (h @ weight.t()).float()
-            valid = t != ignore_index
-            safe_t = torch.where(valid, t, torch.zeros_like(t))
+            valid = (t != ignore_index).float()
+            if token_weights is not None:
+                valid = valid * token_weights[start:start + chunk_size].float()
+            safe_t = torch.where(t != ignore_index, t, torch.zeros_like(t))
             picked = logits.gather(1, safe_t[:, None]).squeeze(1)
             # log-sum-exp in place: one [chunk, V] fp32 buffer is all the chunk ever holds.
             row_max = logits.amax(dim=-1, keepdim=True)
@@ -86,7 +96,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         scale = grad_out / ctx.normalizer
         dh = (grad_hidden * scale.to(grad_hidden.dtype)) if grad_hidden is not None else None
         dw = (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None
-        return dh, dw, None, None, None, None
+        return dh, dw, None, None, None, None, None
 
 
 linear_cross_entropy = Op("cross_entropy", linear_cross_entropy_reference)
@@ -95,6 +105,6 @@ linear_cross_entropy = Op("cross_entropy", linear_cross_entropy_reference)
 @linear_cross_entropy.register("chunked", devices=DEVICE_TYPES, priority=10)
 def linear_cross_entropy_chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
                                  normalizer: Optional[float | torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
-                                 chunk_size: int = 1024) -> torch.Tensor:
-    norm = _normalizer(targets, normalizer, ignore_index)
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, norm, ignore_index, chunk_size)
+                                 chunk_size: int = 1024, token_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    norm = _normalizer(targets, normalizer, ignore_index, token_weights)
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, norm, ignore_index, chunk_size, token_weights)

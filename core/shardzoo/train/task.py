@@ -42,12 +42,13 @@ class CausalLMTask(nn.Module):
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float | torch.Tensor,
                 position_ids: torch.Tensor | None = None, document_ids: torch.Tensor | None = None,
                 micro_batches: int = 1, token_mask: torch.Tensor | None = None,
-                pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+                pixel_values: torch.Tensor | None = None, loss_weights: torch.Tensor | None = None) -> torch.Tensor:
         """document_ids mark a packed batch: the decoder then keeps attention inside each document
         (models that declare ModelSpec.packed_documents accept them); position_ids restart per
         document there, and under context parallel give each token's place in its row.
         The aux loss of a step is the mean over its `micro_batches` of each micro-batch's aux, counting
-        the tokens of `token_mask` (all when None)."""
+        the tokens of `token_mask` (all when None). `loss_weights` weigh each target's CE
+        (training.loss_reduction square); `normalizer` is then the step's sum of weights."""
         inputs = {"input_ids": input_ids}
         if position_ids is not None:
             inputs["position_ids"] = position_ids
@@ -60,7 +61,8 @@ class CausalLMTask(nn.Module):
         hidden = out if isinstance(out, torch.Tensor) else out[0]
         weight = self.model.get_output_embeddings().weight
         loss = ops.linear_cross_entropy(hidden.flatten(0, 1), weight, targets.flatten(), normalizer=normalizer,
-                                        chunk_size=self.chunk_size)
+                                        chunk_size=self.chunk_size,
+                                        token_weights=None if loss_weights is None else loss_weights.flatten())
         load = routing.layer_counts()
         if load is not None:
             self._expert_load = load if self._expert_load is None else self._expert_load + load

@@ -7,7 +7,8 @@ process group -> mesh shape -> ops binding -> tokenizer and data -> model config
 Loss normalisation: every micro-batch loss is its summed token CE divided by the number of
 target tokens of the whole optimizer step across all micro-batches and ranks, and FSDP sums the
 ranks' gradients; so any (world, batch, grad_accum) split of the same samples gives the same
-update as one big batch.
+update as one big batch. With training.loss_reduction square each target's CE is weighted by
+1/sqrt(its sample's targets) and the denominator is the step's sum of weights, split-invariant too.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                 micro_batches = [b.to(device) for b in next(data)]
                 data_wait += time.perf_counter() - wait_start
                 # Stays on the device: the loss divides by it without a host sync.
-                normalizer = _all_reduce_sum(torch.tensor(float(sum(b.num_targets for b in micro_batches)),
+                normalizer = _all_reduce_sum(torch.tensor(sum(b.loss_normalizer for b in micro_batches),
                                                           device=device))
                 loss_sum = torch.zeros((), device=device)
                 for i, batch in enumerate(micro_batches):
@@ -186,7 +187,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
                                       position_ids=batch.position_ids, document_ids=batch.document_ids,
                                       micro_batches=len(micro_batches), token_mask=batch.token_mask,
-                                      pixel_values=batch.pixel_values)
+                                      pixel_values=batch.pixel_values, loss_weights=batch.loss_weights)
                     loss.backward()
                     loss_sum += loss.detach().float()
                     # Attention FLOPs grow with the whole row, cp slices of it under context parallel.

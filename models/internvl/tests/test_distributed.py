@@ -21,7 +21,9 @@ GRAD_NORM_RTOL = 1e-4
 # In file order, 6 image rows then 6 text rows make steps where one rank's micro-batch is all text
 # while the other's has images (step 2: rank 0 text rows 8-11, rank 1 the masked fill rows 0-3):
 # the text-only rank must still run its vision units, or FSDP's collectives would hang.
-ORDERS = {"shuffled": [], "text-only-rank": ["--data.max_samples", "6", "--data.disable_shuffling", "true"]}
+ORDERS = {"shuffled": [], "text-only-rank": ["--data.max_samples", "6", "--data.disable_shuffling", "true"],
+          # square-root averaging: weights per sample, the denominator summed over ranks
+          "square-loss": ["--training.loss_reduction", "square"]}
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
