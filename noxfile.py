@@ -1,5 +1,5 @@
 """Sessions: test-core, test-qwen3, test-gpt_oss, test-internvl, tests (all), lint, bench, tune-qwen3-tiny,
-tune-gpt_oss-tiny.
+tune-gpt_oss-tiny, tune-internvl-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -81,7 +81,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks that print figures (Qwen3 and GPT-OSS step time (and Qwen3 memory) vs the
     transformers reference; data preprocessing tokens/s vs a per-document encode loop; peak RSS
     per rank vs model size while an HF checkpoint loads; memory per rank of a long row, Ulysses
-    CP=2 vs CP=1; MoE layer grouped GEMM vs a loop)."""
+    CP=2 vs CP=1; MoE layer grouped GEMM vs a loop; InternVL step vs transformers)."""
     install(session, MODELS)
     session.run("python", "models/qwen3/benchmarks/bench_step.py", *session.posargs)
     session.run("python", "benchmarks/data_preprocess.py")
@@ -89,6 +89,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "models/qwen3/benchmarks/context_parallel_memory.py")
     session.run("python", "models/gpt_oss/benchmarks/bench_step.py")
     session.run("python", "benchmarks/moe_layer.py")
+    session.run("python", "models/internvl/benchmarks/bench_step.py")
 
 
 @nox.session(name="tune-qwen3-tiny")
@@ -96,6 +97,13 @@ def tune_qwen3_tiny(session: nox.Session) -> None:
     """The main job: a tiny Qwen3 fine-tune on the CPU with the sample data."""
     install(session, ["qwen3"])
     session.run("bash", "models/qwen3/tune_tiny.sh", *session.posargs, external=True)
+
+
+@nox.session(name="tune-internvl-tiny")
+def tune_internvl_tiny(session: nox.Session) -> None:
+    """A tiny InternVL image-text fine-tune on the CPU (data/image_sample.json, data/images)."""
+    install(session, ["qwen3", "internvl"])
+    session.run("bash", "models/internvl/tune_tiny.sh", *session.posargs, external=True)
 
 
 @nox.session(name="tune-gpt_oss-tiny")

@@ -20,8 +20,8 @@ from ..checkpoint import iter_safetensors
 from ..config import Config, ConfigError, resolve_path
 from ..parallel import Meshes, apply_context_parallel, apply_expert_parallel, apply_fsdp, apply_recompute
 from ..parallel.context import check_heads
-from ..parallel.patterns import match_modules
 from ..parallel.materialize import init_parameters, load_parameters
+from ..parallel.patterns import match_modules
 from ..registry import ModelSpec, find_spec
 from .task import TASKS
 

@@ -14,24 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from shardzoo.config import OpsConfig
+from shardzoo.testing.bench import optimizer_step, time_alternating
 
 CONFIG = dict(vocab_size=201088, hidden_size=256, intermediate_size=256, num_hidden_layers=4, num_attention_heads=8,
               num_key_value_heads=2, head_dim=32, num_local_experts=8, num_experts_per_tok=2, sliding_window=128,
               max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=199999)
-
-
-def _step(opt, loss_fn) -> float:
-    loss = loss_fn()
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss.item()
 
 
 def main() -> None:
@@ -57,16 +48,9 @@ def main() -> None:
     task = CausalLMTask(ours, chunk_size=OpsConfig().loss_chunk_size)
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
     opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-5)
-    steps = {"ours": lambda: _step(opt_ours, lambda: task(ids, targets, normalizer=n)),
-             "hf": lambda: _step(opt_hf, lambda: hf(input_ids=ids, labels=ids).loss)}
-    first = {name: step() for name, step in steps.items()}  # warm-up; the first losses must agree
-    times = {"ours": [], "hf": []}
-    for _ in range(args.steps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    median = {k: statistics.median(v) for k, v in times.items()}
+    first, median = time_alternating({
+        "ours": lambda: optimizer_step(opt_ours, lambda: task(ids, targets, normalizer=n)),
+        "hf": lambda: optimizer_step(opt_hf, lambda: hf(input_ids=ids, labels=ids).loss)}, args.steps)
     result = {"benchmark": "gpt_oss training step (fwd+bwd+AdamW), fp32, CPU",
               "config": {**CONFIG, "seq": args.seq, "batch": 1, "steps": args.steps,
                          "hf_experts_implementation": hf.config._experts_implementation,

@@ -16,14 +16,13 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from shardzoo.config import OpsConfig
 from shardzoo.device import peak_memory_bytes
+from shardzoo.testing.bench import optimizer_step, time_alternating
 
 CONFIG = dict(vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
               num_attention_heads=4, num_key_value_heads=2, head_dim=64, rope_theta=1e6, rms_norm_eps=1e-6,
@@ -54,24 +53,16 @@ def build(seq: int, chunk: int):
             model.load_state_dict(state)
         task = CausalLMTask(model, chunk_size=chunk)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        return lambda: _step(opt, lambda: task(ids, targets, normalizer=n))
+        return lambda: optimizer_step(opt, lambda: task(ids, targets, normalizer=n))
 
     def make_hf(state=None):
         model = HF(config).train()
         if state is not None:
             model.load_state_dict(state)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        return lambda: _step(opt, lambda: model(input_ids=ids, labels=ids).loss)
+        return lambda: optimizer_step(opt, lambda: model(input_ids=ids, labels=ids).loss)
 
     return make_ours, make_hf
-
-
-def _step(opt, loss_fn) -> float:
-    loss = loss_fn()
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss.item()
 
 
 def measure_memory(side: str, seq: int, chunk: int, steps: int) -> None:
@@ -110,16 +101,11 @@ def main() -> None:
     state = HF(Qwen3Config(**CONFIG)).state_dict()  # the same weights on both sides
     ours, hf = make_ours(state), make_hf(state)
     del state
-    loss_ours, loss_hf = ours(), hf()  # warm-up step; also the first losses, which must agree
-    times = {"ours": [], "hf": []}
-    for _ in range(args.steps):
-        for name, step in (("ours", ours), ("hf", hf)):
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+    first, median = time_alternating({"ours": ours, "hf": hf}, args.steps)
+    loss_ours, loss_hf = first["ours"], first["hf"]
     del ours, hf
     mem = {side: memory_of(side, args.seq, chunk, 2) for side in ("ours", "hf")}
-    t_ours, t_hf = statistics.median(times["ours"]), statistics.median(times["hf"])
+    t_ours, t_hf = median["ours"], median["hf"]
     result = {
         "benchmark": "qwen3 training step (fwd+bwd+AdamW), fp32, CPU",
         "config": {**CONFIG, "seq": args.seq, "batch": 1, "steps": args.steps, "loss_chunk_size": chunk},
