@@ -9,13 +9,13 @@ from .cross_entropy import IGNORE_INDEX, linear_cross_entropy
 from .dispatch import OPS, Backend, Op, bind_ops, ops_table
 from .grouped_mm import grouped_mm
 from .moe_permute import moe_permute, moe_unpermute
-from .rms_norm import rms_norm
+from .rms_norm import RMSNorm, rms_norm
 from .rotary import apply_rotary, rope_cos_sin, rope_inv_freq, yarn_inv_freq
 from .swiglu import swiglu
 
 __all__ = [
     "OPS", "Backend", "Op", "bind_ops", "ops_table", "IGNORE_INDEX",
     "attention", "CoreAttention", "document_ids_from_cu_seqlens", "document_ids_from_position_ids",
-    "linear_cross_entropy", "rms_norm", "apply_rotary", "rope_cos_sin", "rope_inv_freq", "yarn_inv_freq", "swiglu",
-    "clipped_swiglu", "grouped_mm", "moe_permute", "moe_unpermute",
+    "linear_cross_entropy", "RMSNorm", "rms_norm", "apply_rotary", "rope_cos_sin", "rope_inv_freq", "yarn_inv_freq",
+    "swiglu", "clipped_swiglu", "grouped_mm", "moe_permute", "moe_unpermute",
 ]

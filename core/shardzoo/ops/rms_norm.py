@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..device import CPU, CUDA
@@ -21,6 +22,18 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float, weight
 
 
 rms_norm = Op("rms_norm", rms_norm_reference)
+
+
+class RMSNorm(nn.Module):
+    """`rms_norm` with its weight (named `weight`, as in every HF checkpoint), for models to hold."""
+
+    def __init__(self, dim: int, eps: float, weight_in_fp32: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps, self.weight_in_fp32 = eps, weight_in_fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps, weight_in_fp32=self.weight_in_fp32)
 
 
 @rms_norm.register("native", devices=(CPU, CUDA))

@@ -58,14 +58,9 @@ def rope_tables(config: GptOssConfig, device: torch.device) -> tuple[torch.Tenso
         truncate=bool(params.get("truncate", True)), attention_factor=params.get("attention_factor"), device=device)
 
 
-class GptOssRMSNorm(nn.Module):
+class GptOssRMSNorm(ops.RMSNorm):
     def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.rms_norm(x, self.weight, self.eps, weight_in_fp32=True)
+        super().__init__(dim, eps, weight_in_fp32=True)  # scale in fp32, cast last
 
 
 class GptOssAttention(nn.Module):

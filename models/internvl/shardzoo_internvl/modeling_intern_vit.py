@@ -27,21 +27,11 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
-class InternVisionRMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.rms_norm(x, self.weight, self.eps)
-
-
 def make_norm(config, dim: int) -> nn.Module:
     if config.norm_type == "layer_norm":
         return nn.LayerNorm(dim, eps=config.layer_norm_eps)
     if config.norm_type == "rms_norm":
-        return InternVisionRMSNorm(dim, config.layer_norm_eps)
+        return ops.RMSNorm(dim, config.layer_norm_eps)
     raise NotImplementedError(f"InternViT norm_type {config.norm_type!r}: only layer_norm and rms_norm exist")
 
 
@@ -94,8 +84,8 @@ class InternVisionAttention(nn.Module):
         self.projection_layer = nn.Linear(width, width)
         self.use_qk_norm = config.use_qk_norm
         if self.use_qk_norm:
-            self.q_norm = InternVisionRMSNorm(width, config.layer_norm_eps)
-            self.k_norm = InternVisionRMSNorm(width, config.layer_norm_eps)
+            self.q_norm = ops.RMSNorm(width, config.layer_norm_eps)  # over the whole width, not per head
+            self.k_norm = ops.RMSNorm(width, config.layer_norm_eps)
         self.core_attention = ops.CoreAttention()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,14 +38,7 @@ def head_dim(config: Qwen3Config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-class Qwen3RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.rms_norm(x, self.weight, self.eps)
+Qwen3RMSNorm = ops.RMSNorm  # normalise in fp32, cast back, then scale
 
 
 class Qwen3Attention(nn.Module):
