@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
+from shardzoo.modeling import CausalLM
 from shardzoo.moe import GroupedExperts, record_routing, topk_then_softmax
 from shardzoo.moe.routing_stats import aux_loss_coef, router_probs
 from transformers import GptOssConfig
@@ -142,25 +143,6 @@ class GptOssModel(nn.Module):
         return self.norm(h)
 
 
-class GptOssForCausalLM(nn.Module):
+class GptOssForCausalLM(CausalLM):
     def __init__(self, config: GptOssConfig):
-        super().__init__()
-        self.config = config
-        self.model = GptOssModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    def get_decoder(self) -> GptOssModel:
-        return self.model
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Full logits [B, T, V]; training goes through the task, which never builds them."""
-        return self.lm_head(self.model(input_ids, position_ids, document_ids))
+        super().__init__(config, GptOssModel(config), config.hidden_size, config.vocab_size)

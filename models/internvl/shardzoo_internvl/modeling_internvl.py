@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from shardzoo.modeling import CausalLM
 from shardzoo_qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3Model
 from shardzoo_qwen3.modeling_qwen3_moe import Qwen3MoeDecoderLayer
 from transformers import InternVLConfig
@@ -104,28 +105,12 @@ class InternVLModel(nn.Module):
         return self.language_model(position_ids=position_ids, document_ids=document_ids, inputs_embeds=embeds)
 
 
-class InternVLForConditionalGeneration(nn.Module):
-    def __init__(self, config: InternVLConfig):
-        super().__init__()
-        self.config = config
-        self.model = InternVLModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        # The top-level flag decides (HF ties when it is omitted, whatever text_config says).
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.language_model.embed_tokens.weight
+class InternVLForConditionalGeneration(CausalLM):
+    """The causal-LM task calls it like a text model, with pixel_values next to the ids. The top-level
+    tie_word_embeddings decides the tie (HF ties when it is omitted, whatever text_config says)."""
 
-    # The HF accessors, so the causal-LM task treats it like a text model.
-    def get_decoder(self) -> InternVLModel:
-        return self.model
+    def __init__(self, config: InternVLConfig):
+        super().__init__(config, InternVLModel(config), config.text_config.hidden_size, config.text_config.vocab_size)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.language_model.embed_tokens
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def forward(self, input_ids: torch.Tensor, pixel_values: Optional[torch.Tensor] = None,
-                position_ids: Optional[torch.Tensor] = None,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Full logits [B, T, V]; training goes through the task, which never builds them."""
-        return self.lm_head(self.model(input_ids, position_ids, document_ids, pixel_values))

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from shardzoo import ops
+from shardzoo.modeling import CausalLM
 from transformers import Qwen3Config
 
 
@@ -125,26 +126,6 @@ class Qwen3Model(nn.Module):
         return self.norm(h)
 
 
-class Qwen3ForCausalLM(nn.Module):
+class Qwen3ForCausalLM(CausalLM):
     def __init__(self, config: Qwen3Config, layer_class: type[nn.Module] = Qwen3DecoderLayer):
-        super().__init__()
-        self.config = config
-        self.model = Qwen3Model(config, layer_class)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    # The HF accessors, so tasks treat our models and HF models alike.
-    def get_decoder(self) -> Qwen3Model:
-        return self.model
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Full logits [B, T, V]; training goes through the task, which never builds them."""
-        return self.lm_head(self.model(input_ids, position_ids, document_ids))
+        super().__init__(config, Qwen3Model(config, layer_class), config.hidden_size, config.vocab_size)
