@@ -1,4 +1,4 @@
-"""Sessions: test-core, test-qwen3, test-gpt_oss, test-internvl, tests (all), lint, bench, tune-qwen3-tiny,
+"""Sessions: test-core, test-qwen3, test-gpt_oss, test-internvl, test-wan, tests (all), lint, bench, tune-qwen3-tiny,
 tune-gpt_oss-tiny, tune-internvl-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
@@ -17,7 +17,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("SHARDZOO_TORCH", "torch==2.13.0")
 TORCH_INDEX = os.environ.get("SHARDZOO_TORCH_INDEX")
-MODELS = ["qwen3", "gpt_oss", "internvl"]
+MODELS = ["qwen3", "gpt_oss", "internvl", "wan"]
 
 
 def install(session: nox.Session, models: list[str], *extra: str) -> None:
@@ -61,6 +61,13 @@ def test_internvl(session: nox.Session) -> None:
     """InternVL: parity vs transformers (both InternViT styles), checkpoint layouts, image preprocessing."""
     install(session, ["qwen3", "internvl"], "pytest")
     pytest(session, "models/internvl/tests")
+
+
+@nox.session(name="test-wan")
+def test_wan(session: nox.Session) -> None:
+    """Wan: DiT parity vs diffusers, checkpoint layouts, released sizes."""
+    install(session, ["wan"], "pytest")
+    pytest(session, "models/wan/tests")
 
 
 @nox.session

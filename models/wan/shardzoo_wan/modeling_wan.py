@@ -1,0 +1,202 @@
+"""Wan 2.1 / 2.2 video DiT (diffusers `WanTransformer3DModel`), rewritten on shardzoo ops.
+
+Parameter names equal the diffusers checkpoint's; the original Wan layout is converted by the
+adapter (spec.py). Numerics follow reference/model_facts.md §6 (diffusers' fp32 choices):
+
+    x = conv3d_(1,2,2)(latents) -> tokens in (f, h, w) order              [B, L, D]
+    e = time_embedder(sinusoid(t))  (cos first, t in [0, 1000]);  e0 = time_proj(silu(e)) -> 6 x D
+    c = linear_2(gelu_tanh(linear_1(text)))
+    per block (shift, scale, gate, c_shift, c_scale, c_gate = table + e0, fp32):
+        x = x + gate * self_attn(LN(x) * (1 + scale) + shift)      q, k RMSNorm over all heads, then
+                                                                    3-D rope (interleaved pairs, t/h/w)
+        x = x + cross_attn(LN_affine(x), c)                         no modulation, no gate
+        x = x + c_gate * ffn(LN(x) * (1 + c_scale) + c_shift)      ffn: linear, gelu_tanh, linear
+    shift, scale = head table + e     (the time embedding e, not e0)
+    out = unpatchify(proj_out(LN(x) * (1 + scale) + shift))
+
+A [B] timestep is one per sample (Wan2.1, Wan2.2 A14B); a [B, L] timestep is one per token
+(Wan2.2 TI2V-5B: the clean first frame gets t = 0), and then e0, e and the modulations are per token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from shardzoo import ops
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """[N] timesteps -> [N, dim]: cos(t w), sin(t w), w_i = 10000^(-i / (dim / 2)), in fp32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def rope_tables(head_dim: int, grid: tuple[int, int, int], theta: float = 10000.0,
+                device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [1, F*H*W, head_dim] for interleaved pairs: the head dim splits into t / h / w parts of
+    d - 4(d//6), 2(d//6), 2(d//6); each axis has its own frequencies (fp64, as the reference)."""
+    hw = 2 * (head_dim // 6)
+    angles = []
+    for size, n, axis in zip(grid, (head_dim - 2 * hw, hw, hw), range(3)):
+        inv_freq = 1.0 / theta ** (torch.arange(0, n, 2, dtype=torch.float64, device=device) / n)
+        a = torch.arange(size, dtype=torch.float64, device=device)[:, None] * inv_freq  # [size, n/2]
+        shape = [1, 1, 1, n // 2]
+        shape[axis] = size
+        angles.append(a.view(shape).expand(*grid, n // 2))
+    a = torch.cat(angles, dim=-1).reshape(1, -1, head_dim // 2)
+    return (a.cos().repeat_interleave(2, dim=-1).float(), a.sin().repeat_interleave(2, dim=-1).float())
+
+
+def layer_norm_fp32(x: torch.Tensor, eps: float, weight=None, bias=None) -> torch.Tensor:
+    """LayerNorm computed in fp32 (Wan keeps its norms and modulation in fp32), returned in fp32."""
+    return F.layer_norm(x.float(), (x.shape[-1],), None if weight is None else weight.float(),
+                        None if bias is None else bias.float(), eps)
+
+
+class MLP(nn.Module):
+    """linear_1 -> activation -> linear_2 (diffusers' TimestepEmbedding / PixArtAlphaTextProjection names)."""
+
+    def __init__(self, dim_in: int, dim: int, activation):
+        super().__init__()
+        self.linear_1 = nn.Linear(dim_in, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.activation(self.linear_1(x)))
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+class WanConditionEmbedder(nn.Module):
+    def __init__(self, dim: int, freq_dim: int, text_dim: int):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.time_embedder = MLP(freq_dim, dim, F.silu)
+        self.time_proj = nn.Linear(dim, 6 * dim)
+        self.text_embedder = MLP(text_dim, dim, gelu_tanh)
+
+
+class WanAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, eps: float):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+        self.norm_q = ops.RMSNorm(dim, eps)  # over all heads (weight [D]), before the head split
+        self.norm_k = ops.RMSNorm(dim, eps)
+        self.core_attention = ops.CoreAttention()
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        kv = x if context is None else context
+        q = self.norm_q(self.to_q(x)).unflatten(2, (self.heads, -1))
+        k = self.norm_k(self.to_k(kv)).unflatten(2, (self.heads, -1))
+        v = self.to_v(kv).unflatten(2, (self.heads, -1))
+        if rope is not None:
+            q = ops.apply_rotary(q, *rope, mode="interleave").type_as(v)
+            k = ops.apply_rotary(k, *rope, mode="interleave").type_as(v)
+        out = self.core_attention(q, k, v, causal=False, scale=self.head_dim ** -0.5)
+        return self.to_out[0](out.flatten(2).type_as(q))
+
+
+class GeluTanhProjection(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gelu_tanh(self.proj(x))
+
+
+class WanFeedForward(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int):
+        super().__init__()
+        # diffusers' FeedForward layout: net.0 (projection + GELU), net.1 (dropout), net.2 (output).
+        self.net = nn.ModuleList([GeluTanhProjection(dim, ffn_dim), nn.Identity(), nn.Linear(ffn_dim, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class WanTransformerBlock(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, heads: int, eps: float, cross_attn_norm: bool):
+        super().__init__()
+        self.eps = eps
+        self.attn1 = WanAttention(dim, heads, eps)
+        self.attn2 = WanAttention(dim, heads, eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps) if cross_attn_norm else None  # the affine one, before cross-attn
+        self.ffn = WanFeedForward(dim, ffn_dim)
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, e0: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # e0 [B, 6, D] (per sample) or [B, L, 6, D] (per token): modulations [B, 1 or L, D] in fp32.
+        table = self.scale_shift_table if e0.ndim == 3 else self.scale_shift_table.unsqueeze(0)
+        mods = (table + e0.float()).unbind(-2)
+        shift, scale, gate, c_shift, c_scale, c_gate = (m if e0.ndim == 4 else m[:, None] for m in mods)
+        y = self.attn1((layer_norm_fp32(x, self.eps) * (1 + scale) + shift).type_as(x), rope=rope)
+        x = (x.float() + y * gate).type_as(x)
+        normed = x if self.norm2 is None else layer_norm_fp32(x, self.eps, self.norm2.weight, self.norm2.bias)
+        x = x + self.attn2(normed.type_as(x), context=context)
+        y = self.ffn((layer_norm_fp32(x, self.eps) * (1 + c_scale) + c_shift).type_as(x))
+        return (x.float() + y.float() * c_gate).type_as(x)
+
+
+class WanTransformer3DModel(nn.Module):
+    """latents [B, C, F, H, W], timestep [B] or [B, L] (0..1000), text [B, L_txt, text_dim] -> [B, C_out, F, H, W]."""
+
+    def __init__(self, config):
+        super().__init__()
+        c = config
+        if c.image_dim is not None or c.added_kv_proj_dim is not None:
+            raise NotImplementedError("Wan2.1 I2V (CLIP image tokens: image_dim / added_kv_proj_dim) is not "
+                                      "implemented; T2V and Wan2.2 TI2V / A14B are")
+        if c.qk_norm != "rms_norm_across_heads":
+            raise NotImplementedError(f"Wan qk_norm {c.qk_norm!r}: only rms_norm_across_heads (every release)")
+        self.config = config
+        dim = c.num_attention_heads * c.attention_head_dim
+        self.patch_size = tuple(c.patch_size)
+        self.eps = c.eps
+        self.patch_embedding = nn.Conv3d(c.in_channels, dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.condition_embedder = WanConditionEmbedder(dim, c.freq_dim, c.text_dim)
+        self.blocks = nn.ModuleList(WanTransformerBlock(dim, c.ffn_dim, c.num_attention_heads, c.eps,
+                                                        c.cross_attn_norm) for _ in range(c.num_layers))
+        self.proj_out = nn.Linear(dim, (c.out_channels or c.in_channels) * math.prod(self.patch_size))
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
+                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        b, _, frames, height, width = hidden_states.shape
+        pt, ph, pw = self.patch_size
+        grid = (frames // pt, height // ph, width // pw)
+        rope = rope_tables(self.config.attention_head_dim, grid, device=hidden_states.device)
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
+
+        emb = self.condition_embedder
+        per_token = timestep.ndim == 2
+        sinusoid = timestep_sinusoid(timestep.flatten(), emb.freq_dim)
+        if per_token:
+            sinusoid = sinusoid.unflatten(0, timestep.shape)
+        e = emb.time_embedder(sinusoid.to(emb.time_embedder.linear_1.weight.dtype)).type_as(encoder_hidden_states)
+        e0 = emb.time_proj(F.silu(e)).unflatten(-1, (6, -1))
+        context = emb.text_embedder(encoder_hidden_states)
+
+        for block in self.blocks:
+            x = block(x, context, e0, rope)
+
+        table = self.scale_shift_table.unsqueeze(0) if per_token else self.scale_shift_table
+        shift, scale = (table + e.unsqueeze(-2)).unbind(-2)
+        if not per_token:
+            shift, scale = shift[:, None], scale[:, None]
+        x = (layer_norm_fp32(x, self.eps) * (1 + scale) + shift).type_as(x)
+        x = self.proj_out(x)
+        x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -1,0 +1,68 @@
+"""Registration of the Wan package: what core needs to build, shard, load and measure the DiT.
+
+The DiT is registered for building, sharding, loading and exporting; its training task (flow
+matching on video latents) is the next piece of this package and not registered yet.
+"""
+
+from __future__ import annotations
+
+import torch
+from shardzoo.checkpoint import ImportOnly, Rename, StateDictAdapter
+from shardzoo.parallel.materialize import default_init
+
+from .configuration_wan import WanConfig
+
+
+def init_fn(config: WanConfig):
+    """The original WanModel.init_weights in spirit: normal(0, 0.02) matrices, zero biases, ones for
+    norm weights, modulation tables randn/sqrt(D), and a zero output projection (the DiT starts by
+    predicting 0)."""
+    base = default_init(0.02)
+    dim = config.num_attention_heads * config.attention_head_dim
+
+    def init(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+        if name.endswith("scale_shift_table"):
+            return torch.randn(shape, generator=gen) / dim ** 0.5
+        if name.startswith("proj_out."):
+            return torch.zeros(shape)
+        return base(name, shape, gen)
+    return init
+
+
+def flops_per_token(config: WanConfig, seq_len: int) -> float:
+    """6 x matmul parameters per video token (self-attn, cross-attn q/o, ffn, head) + 12 L D T attention;
+    the cross-attention k/v over the text (per text token) and the embedders are left out."""
+    dim, layers = config.num_attention_heads * config.attention_head_dim, config.num_layers
+    per_layer = 4 * dim * dim + 2 * dim * dim + 2 * dim * config.ffn_dim
+    return 6 * layers * per_layer + 12 * layers * dim * seq_len
+
+
+def tiny_config(**overrides) -> WanConfig:
+    """reference/model_facts.md §6's smallest config: head_dim 12 -> rope split 4/4/4."""
+    fields = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+                  text_dim=16, freq_dim=8, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                  qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=32)
+    fields.update(overrides)
+    return WanConfig(**fields)
+
+
+def _original_layout() -> ImportOnly:
+    """Original Wan (WanModel) keys -> diffusers' (model_facts §6; its norm3 is diffusers' norm2)."""
+    block = [("modulation", "scale_shift_table"), ("norm3.{p}", "norm2.{p}"),
+             ("ffn.0.{p}", "ffn.net.0.proj.{p}"), ("ffn.2.{p}", "ffn.net.2.{p}")]
+    for ours, theirs in (("self_attn", "attn1"), ("cross_attn", "attn2")):
+        block += [(f"{ours}.{a}.{{p}}", f"{theirs}.{b}.{{p}}")
+                  for a, b in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0"))]
+        block += [(f"{ours}.norm_{x}.weight", f"{theirs}.norm_{x}.weight") for x in "qk"]
+    top = [("time_embedding.0.{p}", "condition_embedder.time_embedder.linear_1.{p}"),
+           ("time_embedding.2.{p}", "condition_embedder.time_embedder.linear_2.{p}"),
+           ("time_projection.1.{p}", "condition_embedder.time_proj.{p}"),
+           ("text_embedding.0.{p}", "condition_embedder.text_embedder.linear_1.{p}"),
+           ("text_embedding.2.{p}", "condition_embedder.text_embedder.linear_2.{p}"),
+           ("head.modulation", "scale_shift_table"), ("head.head.{p}", "proj_out.{p}")]
+    return ImportOnly((*(Rename(f"blocks.{{i}}.{a}", f"blocks.{{i}}.{b}") for a, b in block),
+                       *(Rename(a, b) for a, b in top)))
+
+
+# Our names are diffusers'; original Wan checkpoints are read on import, exports are diffusers format.
+ADAPTER = StateDictAdapter(ops=(_original_layout(),))
