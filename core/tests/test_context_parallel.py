@@ -84,3 +84,16 @@ def test_the_kernel_wrapper_checks_before_any_exchange():
     q = torch.zeros(1, 4, 4, 8)
     with pytest.raises(ValueError, match="document_ids cover 4 tokens but the sequence has 4 x 2"):
         wrapped(q, q, q, document_ids=torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_sequence_shard_is_inert_until_parallelized_and_refuses_uneven_splits():
+    from shardzoo.parallel.context import SequenceShard
+
+    shard = SequenceShard()
+    x = torch.arange(12.0).view(1, 6, 2)
+    assert shard.split(x) is x and shard.gather(x) is x
+    shard.cp = (4, 1, None)  # as apply_context_parallel arms it: (size, rank, group)
+    with pytest.raises(ValueError, match="6 tokens do not split evenly over cp_size=4"):
+        shard.split(x)
+    shard.cp = (3, 1, None)
+    assert torch.equal(shard.split(x), x[:, 2:4])

@@ -20,6 +20,12 @@ are data-parallel ranks to FSDP) gives the full gradient.
 Applied from outside the model: the plan names the attention-kernel modules
 (shardzoo.ops.CoreAttention, e.g. model.layers.{*}.self_attn.core_attention) and their forward is
 wrapped in place, so module and parameter names do not change.
+
+Language models get their sequence split by the data loader. A model that makes its tokens itself
+(a video DiT patchifies latents) marks where they become a sequence with a SequenceShard: without
+context parallel it does nothing; apply_context_parallel makes its split() keep this rank's chunk
+of the tokens (and of anything per token: rope tables, per-token modulation) and its gather() put
+the chunks back together.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from ..config import ConfigError
 from ..ops import CoreAttention
-from .collectives import all_to_all
+from .collectives import all_to_all, gather_sequence
 from .patterns import match_modules
 
 
@@ -95,8 +101,29 @@ def _ulysses(forward, cp_size: int, cp_rank: int, group):
     return run
 
 
+class SequenceShard(nn.Module):
+    """The point where a model's tokens become the sequence that context parallel splits (no parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cp: Optional[tuple[int, int, object]] = None  # (size, rank, group) once parallelized
+
+    def split(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        if self.cp is None:
+            return x
+        size, rank, _ = self.cp
+        if x.shape[dim] % size:
+            raise ValueError(f"context parallel: {x.shape[dim]} tokens do not split evenly over cp_size={size} "
+                             "ranks; choose a cp_size that divides the token count (or change the input size)")
+        return x.chunk(size, dim=dim)[rank]
+
+    def gather(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        return x if self.cp is None else gather_sequence(x, dim, self.cp[2])
+
+
 def apply_context_parallel(model: nn.Module, patterns: list[str], cp_mesh: DeviceMesh) -> list[str]:
-    """Wrap every matched attention kernel in the Ulysses exchange over `cp_mesh`; returns their names."""
+    """Wrap every matched attention kernel in the Ulysses exchange over `cp_mesh` (and arm the model's
+    SequenceShard points, if it has any); returns the kernels' names."""
     found = match_modules(model, patterns, "parallel.cp_modules")
     wrong = [name for name, m in found if not isinstance(m, CoreAttention)]
     if wrong:
@@ -106,4 +133,7 @@ def apply_context_parallel(model: nn.Module, patterns: list[str], cp_mesh: Devic
     cp_size, cp_rank, group = cp_mesh.size(), cp_mesh.get_local_rank(), cp_mesh.get_group()
     for _, module in found:
         module.forward = _ulysses(module.forward, cp_size, cp_rank, group)
+    for module in model.modules():
+        if isinstance(module, SequenceShard):
+            module.cp = (cp_size, cp_rank, group)
     return [name for name, _ in found]

@@ -16,6 +16,9 @@ adapter (spec.py). Numerics follow reference/model_facts.md §6 (diffusers' fp32
 
 A [B] timestep is one per sample (Wan2.1, Wan2.2 A14B); a [B, L] timestep is one per token
 (Wan2.2 TI2V-5B: the clean first frame gets t = 0), and then e0, e and the modulations are per token.
+Context parallel: `sequence` marks where the video tokens (with their rope and per-token
+modulation) split over the cp ranks and where the head's output is gathered; only self-attention
+(blocks.{*}.attn1.core_attention) exchanges tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
+from shardzoo.parallel.context import SequenceShard
 
 
 def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -171,14 +175,18 @@ class WanTransformer3DModel(nn.Module):
                                                         c.cross_attn_norm) for _ in range(c.num_layers))
         self.proj_out = nn.Linear(dim, (c.out_channels or c.in_channels) * math.prod(self.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
+        # Ulysses CP over video tokens: each rank keeps a chunk of the (f, h, w) tokens from here to
+        # the head (cross-attention reads the whole text on every rank); see parallel/context.py.
+        self.sequence = SequenceShard()
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
                 encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         b, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch_size
         grid = (frames // pt, height // ph, width // pw)
-        rope = rope_tables(self.config.attention_head_dim, grid, device=hidden_states.device)
-        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
+        cos, sin = rope_tables(self.config.attention_head_dim, grid, device=hidden_states.device)
+        rope = (self.sequence.split(cos), self.sequence.split(sin))
+        x = self.sequence.split(self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous())
 
         emb = self.condition_embedder
         per_token = timestep.ndim == 2
@@ -187,6 +195,8 @@ class WanTransformer3DModel(nn.Module):
             sinusoid = sinusoid.unflatten(0, timestep.shape)
         e = emb.time_embedder(sinusoid.to(emb.time_embedder.linear_1.weight.dtype)).type_as(encoder_hidden_states)
         e0 = emb.time_proj(F.silu(e)).unflatten(-1, (6, -1))
+        if per_token:
+            e, e0 = self.sequence.split(e), self.sequence.split(e0)
         context = emb.text_embedder(encoder_hidden_states)
 
         for block in self.blocks:
@@ -197,6 +207,6 @@ class WanTransformer3DModel(nn.Module):
         if not per_token:
             shift, scale = shift[:, None], scale[:, None]
         x = (layer_norm_fp32(x, self.eps) * (1 + scale) + shift).type_as(x)
-        x = self.proj_out(x)
+        x = self.sequence.gather(self.proj_out(x))
         x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -1,0 +1,33 @@
+"""Ulysses CP over the Wan DiT's video tokens on gloo ranks equals CP=1: the output (gathered on
+every rank) and every parameter gradient (the ranks' shares summed), for a timestep per sample and
+per token, at cp 2 and 4."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from shardzoo.testing import training_env
+
+WORKER = Path(__file__).with_name("cp_worker.py")
+
+
+@pytest.mark.parametrize("cp", [2, 4])
+@pytest.mark.parametrize("timestep", ["per-sample", "per-token"])
+def test_cp_equals_one_process(tmp_path, cp, timestep):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cp),
+                           str(WORKER), str(tmp_path), timestep], capture_output=True, text=True, timeout=300,
+                          env=training_env())
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = torch.load(tmp_path / "cp.pt")
+    (ref_out, ref_grads), (out, grads) = result["ref"], result["cp"]
+    # fp32; the same per-head attention, sums in another order (the ranks' gradient shares): measured
+    # <= 1e-6 of each tensor's largest entry. A rope or modulation slice off by one chunk is > 1e-1.
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5 * float(ref_out.abs().max()))
+    assert sorted(grads) == sorted(ref_grads)
+    for name, want in ref_grads.items():
+        torch.testing.assert_close(grads[name], want, rtol=0, atol=1e-5 * float(want.abs().max()),
+                                   msg=lambda m, name=name: f"grad of {name}: {m}")
