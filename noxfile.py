@@ -88,7 +88,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks that print figures (Qwen3 and GPT-OSS step time (and Qwen3 memory) vs the
     transformers reference; data preprocessing tokens/s vs a per-document encode loop; peak RSS
     per rank vs model size while an HF checkpoint loads; memory per rank of a long row, Ulysses
-    CP=2 vs CP=1; MoE layer grouped GEMM vs a loop; InternVL step vs transformers)."""
+    CP=2 vs CP=1; MoE layer grouped GEMM vs a loop; InternVL step vs transformers; Wan DiT step vs diffusers)."""
     install(session, MODELS)
     session.run("python", "models/qwen3/benchmarks/bench_step.py", *session.posargs)
     session.run("python", "benchmarks/data_preprocess.py")
@@ -97,6 +97,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "models/gpt_oss/benchmarks/bench_step.py")
     session.run("python", "benchmarks/moe_layer.py")
     session.run("python", "models/internvl/benchmarks/bench_step.py")
+    session.run("python", "models/wan/benchmarks/bench_step.py")
 
 
 @nox.session(name="tune-qwen3-tiny")
