@@ -1,0 +1,70 @@
+"""Video clips for Wan: a folder of frames (Pillow) or a video file (PyAV; torchvision has no CPU
+build here), sampled to the frame count the Wan VAE takes (4n + 1), resized and centre-cropped,
+scaled to [-1, 1] as the VAE expects, laid out [3, T, H, W]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def read_frames(path: str | Path) -> np.ndarray:
+    """[T, H, W, 3] uint8 RGB of a frame folder (files sorted by name) or a video file."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not files:
+            raise ValueError(f"video {path}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
+        frames = []
+        for f in files:
+            with Image.open(f) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        if len({f.shape for f in frames}) != 1:
+            raise ValueError(f"video {path}: frames of different sizes")
+        return np.stack(frames)
+    if not path.is_file():
+        raise ValueError(f"video {path} does not exist; give a folder of frames or a video file")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise ValueError(f"video {path}: cannot be decoded ({exc})") from None
+    if not frames:
+        raise ValueError(f"video {path}: no video frames")
+    return np.stack(frames)
+
+
+def frame_indices(total: int, num_frames: int, stride: int, where: str) -> np.ndarray:
+    """num_frames indices stride apart from the first frame (the Wan VAE takes 4n + 1 frames)."""
+    if num_frames % 4 != 1:
+        raise ValueError(f"num_frames={num_frames}: the Wan VAE encodes 4n + 1 frames (e.g. 81, 49, 17, 5)")
+    needed = (num_frames - 1) * stride + 1
+    if total < needed:
+        raise ValueError(f"video {where}: {total} frames, but {num_frames} frames {stride} apart need {needed}")
+    return np.arange(num_frames) * stride
+
+
+def resize_center_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale (bicubic) so the frame covers height x width, then cut the centre."""
+    h, w = frame.shape[:2]
+    scale = max(height / h, width / w)
+    size = (max(width, round(w * scale)), max(height, round(h * scale)))
+    image = Image.fromarray(frame).resize(size, Image.Resampling.BICUBIC)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return np.array(image.crop((left, top, left + width, top + height)))
+
+
+def load_clip(path: str | Path, num_frames: int, height: int, width: int, stride: int = 1) -> torch.Tensor:
+    """[3, num_frames, height, width] in [-1, 1]."""
+    frames = read_frames(path)
+    picked = [resize_center_crop(frames[i], height, width) for i in frame_indices(len(frames), num_frames, stride,
+                                                                                  str(path))]
+    clip = torch.from_numpy(np.stack(picked)).permute(3, 0, 1, 2).float()
+    return clip / 127.5 - 1.0
