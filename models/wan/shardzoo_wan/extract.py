@@ -1,0 +1,102 @@
+"""Offline feature extraction for Wan training: video-caption rows -> latents and text states in
+safetensors shards, so training runs the DiT alone (what large runs do).
+
+    python -m shardzoo_wan.extract --rows data/video_sample.json --vae VAE_DIR --text-encoder UMT5_DIR \\
+        --tokenizer TOKENIZER_DIR --out FEATURES_DIR [--frames 81 --height 480 --width 832 --stride 1]
+
+Rows are {"video": frame folder or video file (relative to the rows file), "caption": text}. Each
+shard holds, per row i, `{i}.latents` [C, T', H', W'] (normalised, fp32) and `{i}.text` [n, d]
+(the true tokens' umT5 states; training zero-pads them to text_len). index.json lists the rows,
+their shards and the settings; shards are written to a temporary name and renamed when complete,
+so an interrupted run leaves no half shard behind and a rerun skips the finished ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .encoders import TextEncoder, VideoEncoder
+from .video import load_clip
+
+
+def read_rows(path: Path) -> list[dict]:
+    text = path.read_text()
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" \
+        else json.loads(text)
+    for i, row in enumerate(rows):
+        missing = [k for k in ("video", "caption") if not isinstance(row.get(k), str)]
+        if missing:
+            raise ValueError(f"{path} row {i}: missing or non-text {missing}; rows are {{\"video\", \"caption\"}}")
+    return rows
+
+
+def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, *, frames: int, height: int,
+            width: int, stride: int = 1, shard_size: int = 64) -> dict:
+    rows = read_rows(rows_path)
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"rows": len(rows), "frames": frames, "height": height, "width": width, "stride": stride,
+             "text_len": text.text_len, "shards": []}
+    for start in range(0, len(rows), shard_size):
+        name = f"features_{start // shard_size:05d}.safetensors"
+        index["shards"].append({"file": name, "first": start, "count": min(shard_size, len(rows) - start)})
+        if (out / name).is_file():
+            continue  # finished by an earlier run
+        tensors = {}
+        for i in range(start, min(start + shard_size, len(rows))):
+            row = rows[i]
+            clip = load_clip(rows_path.parent / row["video"], frames, height, width, stride)
+            tensors[f"{i}.latents"] = video(clip[None])[0].contiguous()
+            states, lengths = text.encode([row["caption"]])
+            tensors[f"{i}.text"] = states[0, :int(lengths[0])].float().contiguous()  # the padding is zeros
+        tmp = out / f".{name}.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, out / name)
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return index
+
+
+def load_features(folder: Path, i: int, text_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, text states zero-padded to text_len) of row i."""
+    index = json.loads((folder / "index.json").read_text())
+    shard = next(s for s in index["shards"] if s["first"] <= i < s["first"] + s["count"])
+    tensors = load_file(str(folder / shard["file"]))
+    states = tensors[f"{i}.text"]
+    text_len = text_len or index["text_len"]
+    padded = states.new_zeros(text_len, states.shape[-1])
+    padded[:len(states)] = states[:text_len]
+    return tensors[f"{i}.latents"], padded
+
+
+def main(argv: list[str] | None = None) -> None:
+    from diffusers import AutoencoderKLWan
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=Path, required=True)
+    parser.add_argument("--vae", required=True, help="folder of the Wan VAE (diffusers AutoencoderKLWan)")
+    parser.add_argument("--text-encoder", required=True, help="folder of the umT5 encoder (transformers)")
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--text-len", type=int, default=512)
+    parser.add_argument("--shard-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    video = VideoEncoder(AutoencoderKLWan.from_pretrained(args.vae))
+    text = TextEncoder(UMT5EncoderModel.from_pretrained(args.text_encoder),
+                       AutoTokenizer.from_pretrained(args.tokenizer), args.text_len)
+    index = extract(args.rows, args.out, video, text, frames=args.frames, height=args.height, width=args.width,
+                    stride=args.stride, shard_size=args.shard_size)
+    print(f"wrote {index['rows']} rows in {len(index['shards'])} shards to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The frozen encoders: prompts become umT5 states of the true tokens zero-padded to text_len (as the
+diffusers Wan pipeline does), clips become the VAE posterior means normalised per channel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan
+from shardzoo.data import load_tokenizer
+from shardzoo_wan.encoders import TextEncoder, VideoEncoder
+from transformers import UMT5Config, UMT5EncoderModel
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def tiny_umt5() -> UMT5EncoderModel:
+    torch.manual_seed(0)
+    return UMT5EncoderModel(UMT5Config(vocab_size=1024, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
+                                       relative_attention_num_buckets=8))
+
+
+def tiny_vae() -> AutoencoderKLWan:
+    torch.manual_seed(0)
+    return AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
+                            attn_scales=[], latents_mean=[0.1, 0.2, -0.1, 0.0], latents_std=[1.5, 0.8, 1.2, 1.0])
+
+
+def test_text_states_of_true_tokens_zero_padded():
+    tokenizer = load_tokenizer(str(REPO / "data/tokenizer"))
+    model = tiny_umt5()
+    encode = TextEncoder(model, tokenizer, text_len=24)
+    prompts = ["a red square", "a blue square moves right across"]
+    states = encode(prompts)
+    assert states.shape == (2, 24, 16) and not any(p.requires_grad for p in model.parameters())
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+        n = ids.shape[1]
+        alone = model(input_ids=ids).last_hidden_state[0]  # the prompt encoded on its own, unpadded
+        torch.testing.assert_close(states[i, :n], alone, atol=1e-6, rtol=1e-5)
+        assert states[i, n:].abs().max() == 0
+
+
+def test_latents_are_normalised_posterior_means():
+    vae = tiny_vae()
+    clips = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    latents = VideoEncoder(vae)(clips)
+    mu = vae.encode(clips).latent_dist.mean
+    want = (mu - torch.tensor([0.1, 0.2, -0.1, 0.0]).view(1, 4, 1, 1, 1)) / torch.tensor([1.5, 0.8, 1.2, 1.0]).view(
+        1, 4, 1, 1, 1)
+    assert latents.shape == (1, 4, 3, 16, 16)
+    torch.testing.assert_close(latents, want)
+
+
+def test_offline_features_equal_online_encoding(tmp_path):
+    import json
+
+    from shardzoo_wan.extract import load_features, main
+    from shardzoo_wan.video import load_clip
+
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    tiny_umt5().save_pretrained(tmp_path / "umt5")
+    args = ["--rows", str(REPO / "data/video_sample.json"), "--vae", str(tmp_path / "vae"), "--text-encoder",
+            str(tmp_path / "umt5"), "--tokenizer", str(REPO / "data/tokenizer"), "--out", str(tmp_path / "features"),
+            "--frames", "5", "--height", "32", "--width", "32", "--stride", "2", "--text-len", "24",
+            "--shard-size", "4"]
+    main(args)
+    index = json.loads((tmp_path / "features/index.json").read_text())
+    assert index["rows"] == 6 and [s["count"] for s in index["shards"]] == [4, 2]
+    rows = json.loads((REPO / "data/video_sample.json").read_text())
+    video, text = VideoEncoder(tiny_vae()), TextEncoder(tiny_umt5(), load_tokenizer(str(REPO / "data/tokenizer")), 24)
+    for i in (0, 5):  # a frame folder and an MPEG-4 file, in different shards
+        latents, states = load_features(tmp_path / "features", i)
+        clip = load_clip(REPO / "data" / rows[i]["video"], 5, 32, 32, 2)
+        torch.testing.assert_close(latents, video(clip[None])[0])
+        torch.testing.assert_close(states, text([rows[i]["caption"]])[0])
+    # A rerun keeps the finished shards (an interrupted extraction resumes instead of starting over).
+    first = (tmp_path / "features" / index["shards"][0]["file"]).stat().st_mtime_ns
+    main(args)
+    assert (tmp_path / "features" / index["shards"][0]["file"]).stat().st_mtime_ns == first
+
+
+def test_rows_without_video_or_caption_are_named(tmp_path):
+    import pytest
+    from shardzoo_wan.extract import read_rows
+
+    (tmp_path / "rows.jsonl").write_text('{"video": "a.mp4", "caption": "x"}\n{"video": "b.mp4"}\n')
+    with pytest.raises(ValueError, match=r"rows.jsonl row 1: missing or non-text \['caption'\]"):
+        read_rows(tmp_path / "rows.jsonl")
