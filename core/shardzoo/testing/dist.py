@@ -37,6 +37,18 @@ def run_training(config: str | Path, output_dir: str | Path, *, nproc: int = 1, 
     return read_metrics(output_dir)
 
 
+def run_launch_script(script: str | Path, output_dir: str | Path, *, cwd: str | Path, overrides: list[str] = (),
+                      env: dict[str, str] | None = None, timeout: int = 600) -> tuple[list[dict], str]:
+    """Run a package's launch script (e.g. models/qwen3/tune_tiny.sh) with config overrides into
+    `output_dir`; raise with its log on failure. Returns (metrics records, the run's stderr log)."""
+    proc = subprocess.run(["bash", str(script), "--training.output_dir", str(output_dir),
+                           "--training.progress_bar", "false", *overrides], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed (exit {proc.returncode})\n{proc.stderr[-6000:]}")
+    return read_metrics(output_dir), proc.stderr
+
+
 def read_metrics(output_dir: str | Path) -> list[dict]:
     path = Path(output_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -40,12 +40,20 @@ def compare_golden(losses: list[float], path: str | Path) -> None:
                              f"If the change is intended, regenerate with: {golden['regenerate']}")
 
 
+# The tolerance of every package's CPU golden run. fp32 on one CPU is deterministic (bit-identical
+# when repeated). Other CPUs pick other matmul kernels (AVX2 vs AVX-512 blocking), which moves fp32
+# sums by ~1e-7 relative per op; compounded over 12 Adam steps that stays below 1e-5, so 2e-5
+# catches any real change (a wrong mask, norm or splice moves the curve by > 1e-3).
+CPU_FP32_RTOL = 2e-5
+CPU_FP32_REASON = "fp32 reduction order differs between CPU kernels; bit-identical on the same machine"
+
+
 class GoldenRun:
     """A model package's golden run: its tiny config trained `steps` steps on one CPU process with the
     shipped tokenizer and data, compared with (or written to) its golden file."""
 
-    def __init__(self, repo: Path, config: Path, golden: Path, *, rtol: float, rtol_reason: str, steps: int = 12,
-                 tokenizer: str = "data/tokenizer"):
+    def __init__(self, repo: Path, config: Path, golden: Path, *, rtol: float = CPU_FP32_RTOL,
+                 rtol_reason: str = CPU_FP32_REASON, steps: int = 12, tokenizer: str = "data/tokenizer"):
         self.repo, self.config, self.golden = repo, config, golden
         self.rtol, self.rtol_reason = rtol, rtol_reason
         self.overrides = ["--training.max_steps", str(steps), "--training.logging_steps", "1",
@@ -59,6 +67,22 @@ class GoldenRun:
         torch.set_num_threads(2)
         cfg = load_config(self.config, self.overrides + ["--training.output_dir", str(output_dir)])
         return train(cfg).losses
+
+    def check(self, output_dir: Path, min_drop: float = 1.0) -> list[float]:
+        """Run, compare with the golden file, and require the curve to show learning (a drop of at
+        least `min_drop` from the first step to the last)."""
+        losses = self.run(output_dir)
+        compare_golden(losses, self.golden)
+        if not losses[-1] < losses[0] - min_drop:
+            raise GoldenMismatch(f"{self.config.name}: the loss went {losses[0]:.4f} -> {losses[-1]:.4f}, "
+                                 f"less than the required drop of {min_drop}")
+        return losses
+
+    def main(self, test_file: str | Path) -> None:
+        """The test file's `__main__`: regenerate the golden file and say where it went."""
+        import sys
+
+        print(f"wrote {self.golden}: {self.regenerate(test_file)}", file=sys.stderr)
 
     def regenerate(self, test_file: str | Path) -> list[float]:
         """Run once and overwrite the golden file (after an intended numeric change)."""

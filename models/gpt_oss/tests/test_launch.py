@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 from shardzoo.config import expert_mesh_shape, load_config
+from shardzoo.testing import run_launch_script
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_tune_tiny_runs_end_to_end_with_expert_parallel(tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run(["bash", "models/gpt_oss/tune_tiny.sh", "--training.max_steps", "10",
-                           "--training.output_dir", str(out), "--training.progress_bar", "false",
-                           "--parallel.ep_size", "2", "--training.per_device_train_batch_size", "4"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "NPROC": "2"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records, _ = run_launch_script("models/gpt_oss/tune_tiny.sh", tmp_path / "run", cwd=REPO,
+                                   env={"OMP_NUM_THREADS": "1", "NPROC": "2"},
+                                   overrides=["--training.max_steps", "10", "--parallel.ep_size", "2",
+                                              "--training.per_device_train_batch_size", "4"])
     assert [r["step"] for r in records] == [5, 10]
     for key in ("loss", "grad_norm", "tokens_per_s", "mfu", "aux_loss"):
         assert all(isinstance(r[key], float) for r in records), key

@@ -4,28 +4,22 @@ config is complete (its config.json builds the released architecture and the pla
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import torch
 from shardzoo.config import load_config
 from shardzoo.plan import plan_memory
+from shardzoo.testing import run_launch_script
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_tune_tiny_runs_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run(["bash", "models/internvl/tune_tiny.sh", "--training.max_steps", "20",
-                           "--training.output_dir", str(out), "--training.progress_bar", "false"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records, log = run_launch_script("models/internvl/tune_tiny.sh", tmp_path / "run", cwd=REPO,
+                                     overrides=["--training.max_steps", "20"])
     assert [r["step"] for r in records] == [5, 10, 15, 20]
     assert records[-1]["loss"] < records[0]["loss"] - 1.0  # the loss visibly falls
-    assert "image_sample 96" in proc.stderr  # the image rows were all read
+    assert "image_sample 96" in log  # the image rows were all read
 
 
 def test_8b_config_builds_the_released_architecture_and_fits():

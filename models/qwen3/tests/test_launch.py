@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 from shardzoo.config import load_config
+from shardzoo.testing import run_launch_script
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_tune_tiny_runs_end_to_end(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(["bash", "models/qwen3/tune_tiny.sh", "--training.max_steps", "20",
-                           "--training.output_dir", str(out), "--training.progress_bar", "false"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records, _ = run_launch_script("models/qwen3/tune_tiny.sh", out, cwd=REPO, overrides=["--training.max_steps", "20"])
     assert [r["step"] for r in records] == [5, 10, 15, 20]
     for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_memory_gib"):
         assert all(isinstance(r[key], float) for r in records), key
