@@ -1,4 +1,4 @@
-"""Typed YAML schema: sections model / data / parallel / training / ops.
+"""Typed YAML schema: sections model / data / parallel / training / ops, and `task`.
 
 Field names follow the MindSpeed-LLM FSDP2 configs; the MindSpeed-MM `fsdp2_config.yaml` keys are
 accepted unchanged, inline in `parallel` or in a separate file named by `parallel.fsdp2_config`.
@@ -216,6 +216,9 @@ class Config:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    task: dict = field(default_factory=dict)
+    """Options of the model package's training task (e.g. Wan's flow matching: sigma sampling, video
+    size, encoders); the task checks them with `build_section` before any heavy work."""
     source: Optional[str] = None
     """The file this config came from (set by load_config, not a YAML key)."""
 
@@ -300,7 +303,9 @@ def _unknown_key(key: str, where: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"{where}{key}: unknown key; {hint}valid keys: {', '.join(sorted(valid))}")
 
 
-def _build_section(cls: type, raw: Any, section: str) -> Any:
+def build_section(cls: type, raw: Any, section: str) -> Any:
+    """A dataclass from a mapping of YAML values: unknown keys and wrong types raise ConfigError
+    naming `section.key`. Core sections and model packages' option sections are read the same way."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -405,14 +410,23 @@ def _normalise_parallel(raw_parallel: dict, base_dir: Path) -> dict:
     return raw_parallel
 
 
+def _free_section(raw: Any, section: str) -> dict:
+    """A section whose keys its consumer checks (task: the model package's task options)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {raw!r}")
+    return dict(raw)
+
+
 def config_from_dict(raw: dict, base_dir: str | Path = ".", source: str | None = None) -> Config:
     raw = dict(raw)
     for key in raw:
         if key not in SECTIONS:
             raise _unknown_key(key, "", list(SECTIONS))
     raw["parallel"] = _normalise_parallel(raw.get("parallel"), Path(base_dir))
-    sections = {name: _build_section(cls, raw.get(name), name) for name, cls in
-                ((n, typing.get_type_hints(Config)[n]) for n in SECTIONS)}
+    sections = {name: _free_section(raw.get(name), name) if cls is dict else build_section(cls, raw.get(name), name)
+                for name, cls in ((n, typing.get_type_hints(Config)[n]) for n in SECTIONS)}
     cfg = Config(**sections, source=source)
     validate_values(cfg)
     return cfg
@@ -517,8 +531,9 @@ def resolve_path(path: str) -> Path:
     return Path(os.path.expanduser(path)).resolve()
 
 
-def validate_paths(cfg: Config) -> None:
-    """Checks that every path the run needs exists (called before the model is built)."""
+def validate_paths(cfg: Config, tokenizer: bool = True) -> None:
+    """Checks that every path the run needs exists (called before the model is built); `tokenizer`:
+    the task reads text through model.tokenizer_name_or_path (language models)."""
     m, t = cfg.model, cfg.training
     if t.resume not in ("auto", "none"):
         rdir = resolve_path(t.resume)
@@ -533,6 +548,12 @@ def validate_paths(cfg: Config) -> None:
             has_weights = any(mdir.glob("*.safetensors")) or (mdir / "model.safetensors.index.json").is_file()
             _require(has_weights, f"model.model_name_or_path: {mdir} has no *.safetensors weights; add them or "
                      "set model.train_from_scratch: true")
+    if tokenizer:
+        validate_tokenizer_path(cfg)
+
+
+def validate_tokenizer_path(cfg: Config) -> None:
+    m = cfg.model
     tok = m.tokenizer_name_or_path or m.model_name_or_path
     _require(tok is not None, "model.tokenizer_name_or_path: missing; point it at a tokenizer folder "
              "(e.g. data/tokenizer)")

@@ -1,15 +1,15 @@
 """Model registry: model packages register a ModelSpec under the entry-point group `shardzoo.models`.
 
 Core never imports a model package by name. Lookup order (as MindSpeed-MM's model hub): explicit
-`model.model_id`, then config.json `architectures[0]`, then `model_type`; no match means the
-AutoModelForCausalLM path ("path one").
+`model.model_id`, then config.json `architectures[0]` (a diffusers config.json names its class in
+`_class_name` instead), then `model_type`; no match means the AutoModelForCausalLM path ("path one").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch.nn as nn
 
@@ -49,7 +49,11 @@ class ModelSpec:
     tiny_config: Callable[[], Any]
     adapter: StateDictAdapter = field(default_factory=StateDictAdapter)
     plan: ParallelPlan = field(default_factory=ParallelPlan)
-    task: str = "causal_lm"
+    task: Union[str, type] = "causal_lm"
+    """How a batch becomes a loss: a core task name (shardzoo.train.task.TASKS) or the package's own
+    shardzoo.train.task.Task subclass (e.g. Wan's flow matching)."""
+    config_from_dict: Optional[Callable[[dict], Any]] = None
+    """config.json dict -> config object; None = config_class(**dict) (transformers configs)."""
     images: Optional[Callable[[Any, Any], Any]] = None
     """(config, DataConfig) -> shardzoo.data.images.ImageInputs for vision-language models: how a
     row's images become prompt tokens and pixel tensors. None: the model takes text only."""
@@ -81,7 +85,7 @@ def find_spec(model_id: Optional[str], hf_config: dict) -> Optional[ModelSpec]:
     if model_id is not None:
         return load_spec(model_id)
     specs = [load_spec(name) for name in registered()]
-    archs = hf_config.get("architectures") or []
+    archs = hf_config.get("architectures") or ([hf_config["_class_name"]] if "_class_name" in hf_config else [])
     if archs:
         for spec in specs:
             if archs[0] in spec.architectures:

@@ -2,7 +2,8 @@
 
 Writes config.json (dtype set to the exported dtype), generation_config.json, the tokenizer
 files, and the weights as safetensors shards of at most `max_shard_bytes` with
-model.safetensors.index.json (a single model.safetensors when everything fits in one shard),
+model.safetensors.index.json (a single model.safetensors when everything fits in one shard;
+diffusers models: diffusion_pytorch_model.* and no dtype key, which diffusers configs lack),
 in the model's HF layout through its adapter. The weights are read shard by shard, so memory
 stays at about one output shard; with several ranks each writes every world-th shard. The
 folder is assembled beside the target and renamed into place when complete.
@@ -23,7 +24,7 @@ from safetensors.torch import save_file
 
 from . import dcp_state, layout
 from .hf_files import HF_DIR
-from .hf_weights import INDEX_NAME
+from .hf_weights import DIFFUSERS_WEIGHTS, INDEX_NAME, weights_stem
 from .manifest import CheckpointError, raise_if_any, verify
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,9 @@ def export_hf(checkpoint: Path, out_dir: Path, *, dtype: str = "auto", max_shard
     specs = dcp_state.model_tensor_specs(state_dir)
     out_dtype = _export_dtype(dtype, raw, specs)
     shards = plan_shards(specs, torch.empty((), dtype=out_dtype).element_size(), max_shard_bytes)
-    names = (["model.safetensors"] if len(shards) == 1 else
-             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    stem = weights_stem(raw)
+    names = ([f"{stem}.safetensors"] if len(shards) == 1 else
+             [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
     tmp = out_dir.with_name(f"{layout.TMP_PREFIX}export-{out_dir.name}")
     error = None
     if rank == 0:
@@ -162,12 +164,15 @@ def _finish(tmp: Path, out_dir: Path, hf_src: Path, raw: dict, dtype: torch.dtyp
     for path in hf_src.iterdir():
         if path.is_file() and path.name != "config.json":
             shutil.copy2(path, tmp / path.name)
-    raw = {**raw, "dtype": str(dtype).removeprefix("torch.")}
-    raw.pop("torch_dtype", None)
+    stem = weights_stem(raw)
+    if stem != DIFFUSERS_WEIGHTS:
+        raw = {**raw, "dtype": str(dtype).removeprefix("torch.")}
+        raw.pop("torch_dtype", None)
     (tmp / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
     if n_shards > 1:
         index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        (tmp / (INDEX_NAME if stem == "model" else f"{stem}.safetensors.index.json")).write_text(
+            json.dumps(index, indent=2) + "\n")
     if out_dir.exists():
         assert overwrite or not any(out_dir.iterdir())
         layout.remove_tree(out_dir)

@@ -1,6 +1,8 @@
 """The non-weight files of a Hugging Face model folder: config.json, generation_config.json, tokenizer.
 
-Every checkpoint carries them (under hf/), so an export needs nothing but the checkpoint.
+Every checkpoint carries them (under hf/), so an export needs nothing but the checkpoint. A model
+whose config is not a transformers config (a diffusers model's) writes its own config.json through
+the same `save_pretrained(dir)` and has no generation config.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ HF_DIR = "hf"
 def write_hf_files(out: Path, hf_config, tokenizer, source_dir: Optional[str],
                    architectures: Sequence[str] = ()) -> None:
     """config.json (+ architectures when the config has none), generation_config.json and the tokenizer."""
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, PretrainedConfig
 
     out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(hf_config, PretrainedConfig):
+        hf_config.save_pretrained(str(out))
+        return
     if getattr(hf_config, "quantization_config", None) is not None:
         # Weights are dequantised on import (e.g. GPT-OSS MXFP4) and trained and saved unquantised;
         # a quantization_config left in config.json would make loaders expect the quantised layout.

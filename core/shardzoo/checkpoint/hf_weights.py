@@ -16,6 +16,13 @@ from typing import Iterator
 import torch
 
 INDEX_NAME = "model.safetensors.index.json"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
+"""diffusers' weight file stem (diffusion_pytorch_model.safetensors, or shards with its .index.json)."""
+
+
+def weights_stem(config: dict) -> str:
+    """The weight file stem a loader of this config.json expects: diffusers configs name `_class_name`."""
+    return DIFFUSERS_WEIGHTS if "_class_name" in config else "model"
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -26,8 +33,9 @@ _MAX_HEADER = 100 * 2**20
 def safetensors_files(model_dir: str | Path) -> list[Path]:
     """The weight files of a checkpoint folder, validated against its index when there is one."""
     model_dir = Path(model_dir)
-    index = model_dir / INDEX_NAME
-    if index.is_file():
+    index = next((i for i in (model_dir / INDEX_NAME, model_dir / f"{DIFFUSERS_WEIGHTS}.safetensors.index.json")
+                  if i.is_file()), None)
+    if index is not None:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError) as exc:

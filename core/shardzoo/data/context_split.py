@@ -37,4 +37,4 @@ def split_sequence(batch: "Batch", cp_rank: int, cp_size: int) -> "Batch":
     weights = None if batch.loss_weights is None else mine(batch.loss_weights)
     return dataclasses.replace(batch, input_ids=mine(batch.input_ids), targets=targets, position_ids=mine(positions),
                                token_mask=token_mask, num_targets=int((targets != IGNORE_INDEX).sum()),
-                               num_tokens=int(token_mask.sum()), loss_weights=weights)
+                               num_tokens=int(token_mask.sum()), loss_weights=weights, cp_size=cp_size)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..config import ConfigError, DataConfig, resolve_path
 
-FORMATS = ("alpaca", "sharegpt")
+FORMATS = ("alpaca", "sharegpt", "video")
+"""Row formats: alpaca and sharegpt conversations (causal LMs), video-caption rows (Wan's task)."""
 INFO_FILE = "dataset_info.json"
 
 

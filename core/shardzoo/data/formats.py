@@ -127,6 +127,9 @@ def iter_conversations(source: DatasetSource, errors: RowErrors | None = None) -
     """(location, messages) for every well-formed row; malformed ones go to `errors` (default: raise).
     The messages carry the row's image files as `.images`."""
     errors = errors or RowErrors(skip=False)
+    if source.formatting not in CONVERTERS:
+        raise DataError(f"dataset {source.name!r} ({source.path}): formatting {source.formatting!r} holds no "
+                        f"conversations for a language model; use {' or '.join(CONVERTERS)} rows")
     convert = CONVERTERS[source.formatting]
     path = Path(source.path)
     base = path if path.is_dir() else path.parent

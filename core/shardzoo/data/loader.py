@@ -13,6 +13,7 @@ steps and loaded into a fresh loader makes it continue with step k + 1 exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
@@ -49,17 +50,28 @@ class Batch:
     loss_weights: Optional[torch.Tensor] = None
     """[B, T] per-target loss weights (training.loss_reduction square); None = every target weighs 1."""
 
+    cp_size: int = 1
+    """The context-parallel ranks whose slices make up the whole rows (split_sequence sets it)."""
+
     @property
     def loss_normalizer(self) -> float:
         """This batch's share of the step's loss denominator: its target count, or its weights' sum."""
         return float(self.num_targets) if self.loss_weights is None else float(self.loss_weights.sum())
 
+    @property
+    def attention_length(self) -> int:
+        """Tokens of the whole row that attention sees (this slice times cp_size), for the FLOPs count."""
+        return self.input_ids.shape[1] * self.cp_size
+
+    def inputs(self) -> dict:
+        """The keyword arguments of the causal-LM task's forward."""
+        return {"input_ids": self.input_ids, "targets": self.targets, "position_ids": self.position_ids,
+                "document_ids": self.document_ids, "token_mask": self.token_mask, "pixel_values": self.pixel_values,
+                "loss_weights": self.loss_weights}
+
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
-        def opt(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if t is None else fn(t)
-        return Batch(fn(self.input_ids), fn(self.targets), self.num_targets, self.num_tokens,
-                     opt(self.position_ids), opt(self.token_mask), opt(self.pixel_values), opt(self.document_ids),
-                     opt(self.loss_weights))
+        return dataclasses.replace(self, **{f.name: fn(v) for f in dataclasses.fields(self)
+                                            if isinstance(v := getattr(self, f.name), torch.Tensor)})
 
     def to(self, device: torch.device) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -114,32 +126,43 @@ def sqrt_sample_weights(targets: np.ndarray, document_ids: Optional[torch.Tensor
     return torch.from_numpy(weights)
 
 
+MakeBatch = Callable[[list, np.ndarray, np.ndarray], object]
+"""(rows, masked flags, draw keys) -> one micro-batch. A draw key is unique per (epoch, row) and the same
+whatever the ranks and batch sizes, so randomness seeded by it (e.g. diffusion noise) splits exactly."""
+
+
 class _Steps:
     """Shared step arithmetic of both loaders. rank/world count data-parallel ranks (ranks reading
     different rows); the cp_size ranks of a context-parallel group read the same rows and each
-    keeps its cp_rank-th slice of the sequence."""
+    keeps its cp_rank-th slice of the sequence. `make_batch` replaces the token collate for tasks
+    whose rows are not token sequences (its batches must then handle context parallel themselves)."""
 
     def __init__(self, rank: int, world: int, batch_size: int, grad_accum: int, pad_id: int,
                  cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None,
-                 loss_reduction: str = "token"):
+                 loss_reduction: str = "token", make_batch: Optional[MakeBatch] = None):
         self.rank, self.world, self.pad_id = rank, world, pad_id
         self.cp_rank, self.cp_size, self.pixels = cp_rank, cp_size, pixels
         self.loss_reduction = loss_reduction
+        self.make_batch = make_batch or self._token_batch
         self.batch_size, self.grad_accum = batch_size, grad_accum
         self.step_size = world * batch_size * grad_accum
         self.epoch_index = 0
         self.step_index = 0
 
-    def local_batches(self, get: Callable[[int], Row], ids: np.ndarray, live: np.ndarray) -> list[Batch]:
+    def _token_batch(self, rows: list[Row], masked: np.ndarray, keys: np.ndarray) -> Batch:
+        batch = collate(rows, self.pad_id, masked, pad_to_multiple_of=self.cp_size, pixels=self.pixels,
+                        loss_reduction=self.loss_reduction)
+        return split_sequence(batch, self.cp_rank, self.cp_size) if self.cp_size > 1 else batch
+
+    def local_batches(self, get: Callable[[int], Row], ids: np.ndarray, live: np.ndarray,
+                      keys: np.ndarray) -> list:
         """This rank's micro-batches of one step whose global rows are ids[k] (k < step_size)."""
         micro = self.world * self.batch_size
         batches = []
         for a in range(self.grad_accum):
             start = a * micro + self.rank * self.batch_size
             sl = slice(start, start + self.batch_size)
-            batch = collate([get(int(i)) for i in ids[sl]], self.pad_id, ~live[sl], pad_to_multiple_of=self.cp_size,
-                            pixels=self.pixels, loss_reduction=self.loss_reduction)
-            batches.append(split_sequence(batch, self.cp_rank, self.cp_size) if self.cp_size > 1 else batch)
+            batches.append(self.make_batch([get(int(i)) for i in ids[sl]], ~live[sl], keys[sl]))
         return batches
 
     def _advance(self, steps_per_epoch: Optional[int]) -> None:
@@ -158,8 +181,9 @@ class StepLoader(_Steps):
     def __init__(self, rows, *, rank: int, world: int, batch_size: int, grad_accum: int, seed: int, shuffle: bool,
                  pad_id: int, drop_last: bool = False, num_workers: int = 0, pin_memory: bool = False,
                  cp_rank: int = 0, cp_size: int = 1, pixels: Optional[Callable[[str], torch.Tensor]] = None,
-                 loss_reduction: str = "token"):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels, loss_reduction)
+                 loss_reduction: str = "token", make_batch: Optional[MakeBatch] = None):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels, loss_reduction,
+                         make_batch)
         self.rows, self.seed, self.shuffle, self.drop_last = rows, seed, shuffle, drop_last
         self.num_workers, self.pin_memory = num_workers, pin_memory
         n = len(rows)
@@ -188,7 +212,7 @@ class StepLoader(_Steps):
     def step_batches(self, epoch: int, step: int) -> list[Batch]:
         ids, live = self.order(epoch)
         sl = slice(step * self.step_size, (step + 1) * self.step_size)
-        return self.local_batches(self.rows.__getitem__, ids[sl], live[sl])
+        return self.local_batches(self.rows.__getitem__, ids[sl], live[sl], epoch * len(self.rows) + ids[sl])
 
     def _epoch(self, epoch: int, start: int) -> Iterator[list[Batch]]:
         if self.num_workers == 0:
@@ -235,8 +259,10 @@ class StreamLoader(_Steps):
 
     def __init__(self, make_rows: Callable[[int], Iterator[Row]], *, rank: int, world: int, batch_size: int,
                  grad_accum: int, pad_id: int, drop_last: bool = False, cp_rank: int = 0, cp_size: int = 1,
-                 pixels: Optional[Callable[[str], torch.Tensor]] = None, loss_reduction: str = "token"):
-        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels, loss_reduction)
+                 pixels: Optional[Callable[[str], torch.Tensor]] = None, loss_reduction: str = "token",
+                 make_batch: Optional[MakeBatch] = None):
+        super().__init__(rank, world, batch_size, grad_accum, pad_id, cp_rank, cp_size, pixels, loss_reduction,
+                         make_batch)
         self.make_rows, self.drop_last = make_rows, drop_last
 
     def _epoch(self, epoch: int, start: int) -> Iterator[list[Batch]]:
@@ -252,7 +278,9 @@ class StreamLoader(_Steps):
             if step >= start:
                 live = np.arange(self.step_size) < len(rows)
                 ids = np.resize(np.arange(len(rows)), self.step_size)
-                yield self.local_batches(rows.__getitem__, ids, live)
+                # A stream has no row ids: its draw keys count the epoch's rows as they come.
+                keys = (epoch << 40) + step * self.step_size + np.arange(self.step_size)
+                yield self.local_batches(rows.__getitem__, ids, live, keys)
             step += 1
             if len(rows) < self.step_size:
                 return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 
@@ -35,6 +35,8 @@ class TrainData:
     rows: int | None = None
     """Rows (samples, packed rows or sequences) per epoch; None for a stream."""
     cached: bool = False
+    tokenizer: Any = None
+    """The tokenizer the rows were read with (saved with checkpoints and exports); None without text."""
 
     def skipped(self) -> int:
         return sum(s.bad_rows + s.empty_answers + s.empty_texts + s.no_labels + s.truncated

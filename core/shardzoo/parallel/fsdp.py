@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import torch
@@ -27,7 +28,8 @@ def mixed_precision_policy(p: ParallelConfig) -> MixedPrecisionPolicy:
 
 
 def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelConfig,
-               expert_mesh: Optional[DeviceMesh] = None, expert_patterns: Sequence[str] = ()) -> list[str]:
+               expert_mesh: Optional[DeviceMesh] = None, expert_patterns: Sequence[str] = (),
+               root_casts_inputs: bool = True) -> list[str]:
     """Shard each module matched by fsdp_modules (innermost first), then `root` last.
 
     Under expert parallelism the modules matched by `expert_patterns` (already split over experts
@@ -37,7 +39,8 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelC
     `model` is what the patterns name (the HF-shaped model: `model.layers.{*}`); `root` is the
     module whose forward the trainer calls (the task wrapping `model`), so the remaining
     parameters (embeddings, final norm, head) are gathered by the root unit. Returns the names of
-    the wrapped units in model order.
+    the wrapped units in model order. `root_casts_inputs=False` keeps the root's floating inputs in
+    their dtype (a task that forms its targets from them in fp32, e.g. flow matching, casts itself).
     """
     ignored_params: set[nn.Parameter] = set()
     if p.ignored_modules:
@@ -58,7 +61,9 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelC
     # Children must be sharded before the units that contain them.
     for _, module in sorted(units, key=lambda nm: -nm[0].count(".")):
         fully_shard(module, reshard_after_forward=p.reshard_after_forward, **common)
-    fully_shard(root, reshard_after_forward=p.reshard_after_forward, **common)
+    root_policy = common["mp_policy"] if root_casts_inputs else dataclasses.replace(common["mp_policy"],
+                                                                                     cast_forward_inputs=False)
+    fully_shard(root, reshard_after_forward=p.reshard_after_forward, **{**common, "mp_policy": root_policy})
 
     modules = [m for _, m in units]
     _set_prefetch(modules, p.num_to_forward_prefetch, p.num_to_backward_prefetch)

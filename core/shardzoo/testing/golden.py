@@ -50,15 +50,20 @@ CPU_FP32_REASON = "fp32 reduction order differs between CPU kernels; bit-identic
 
 class GoldenRun:
     """A model package's golden run: its tiny config trained `steps` steps on one CPU process with the
-    shipped tokenizer and data, compared with (or written to) its golden file."""
+    shipped tokenizer and data, compared with (or written to) its golden file. `tokenizer` None: the
+    task reads no text through model.tokenizer_name_or_path; `overrides` are added to the run's (e.g.
+    the paths of encoders a test builds)."""
 
     def __init__(self, repo: Path, config: Path, golden: Path, *, rtol: float = CPU_FP32_RTOL,
-                 rtol_reason: str = CPU_FP32_REASON, steps: int = 12, tokenizer: str = "data/tokenizer"):
+                 rtol_reason: str = CPU_FP32_REASON, steps: int = 12, tokenizer: str | None = "data/tokenizer",
+                 overrides: list[str] = ()):
         self.repo, self.config, self.golden = repo, config, golden
         self.rtol, self.rtol_reason = rtol, rtol_reason
         self.overrides = ["--training.max_steps", str(steps), "--training.logging_steps", "1",
-                          "--training.progress_bar", "false", "--model.tokenizer_name_or_path",
-                          str(repo / tokenizer), "--data.dataset_dir", str(repo / "data")]
+                          "--training.progress_bar", "false", "--data.dataset_dir", str(repo / "data")]
+        if tokenizer is not None:
+            self.overrides += ["--model.tokenizer_name_or_path", str(repo / tokenizer)]
+        self.overrides += list(overrides)
 
     def run(self, output_dir: Path) -> list[float]:
         from ..config import load_config

@@ -23,7 +23,7 @@ from ..parallel.context import check_heads
 from ..parallel.materialize import init_parameters, load_parameters
 from ..parallel.patterns import match_modules
 from ..registry import ModelSpec, find_spec
-from .task import TASKS
+from .task import task_class
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def make_hf_config(raw: dict, spec: Optional[ModelSpec], trust_remote_code: bool
 
     raw = dict(raw)
     if spec is not None:
+        if spec.config_from_dict is not None:
+            return spec.config_from_dict(raw)
         raw.pop("model_type", None)
         return spec.config_class(**raw)
     model_type = raw.pop("model_type", None)
@@ -119,11 +121,11 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     if p.recompute or (p.recompute is None and p.recompute_modules):
         patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
         recomputed = apply_recompute(model, patterns, p.use_reentrant)
-    task_cls = TASKS[spec.task if spec else "causal_lm"]
-    task = task_cls(model, cfg.ops.loss_chunk_size)
+    task = task_class(spec).from_config(model, cfg, hf_config)
     fsdp_patterns = p.fsdp_modules or list(plan.fsdp_modules if plan else ["model.layers.{*}"])
     units = apply_fsdp(task, model, meshes.dense, dataclasses.replace(p, fsdp_modules=fsdp_patterns),
-                       expert_mesh=meshes.ep_fsdp, expert_patterns=p.ep_fsdp_modules or ep_patterns)
+                       expert_mesh=meshes.ep_fsdp, expert_patterns=p.ep_fsdp_modules or ep_patterns,
+                       root_casts_inputs=task.casts_inputs)
 
     if spec is not None and materialize:
         task.to_empty(device="cpu" if p.offload_to_cpu else device)

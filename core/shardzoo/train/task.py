@@ -1,5 +1,7 @@
-"""Tasks: how a batch becomes a loss. The task wraps the model and is the FSDP root, so the
-trainer's one call gathers every parameter the loss needs (head included)."""
+"""Tasks: where a model's batches come from and how a batch becomes a loss. The task wraps the
+model and is the FSDP root, so the trainer's one call gathers every parameter the loss needs
+(head included). Core has the causal-LM task; a model package may bring its own Task subclass
+(ModelSpec.task), e.g. Wan's flow matching on video latents."""
 
 from __future__ import annotations
 
@@ -10,8 +12,53 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .. import ops
+from ..config import ConfigError, validate_tokenizer_path
 from ..moe import RoutingCollector
 from ..moe.routing_stats import aux_loss_coef
+
+
+class Task(nn.Module):
+    """The contract between the trainer and what it trains. The trainer calls, in order:
+
+    1. `check_config(cfg, spec, hf_config)` before any process group exists: every option and path the
+       task needs, failing with ConfigError naming the key;
+    2. `build_data(cfg, spec, hf_config, ...)` -> an object with `loader` (iterates optimizer steps, each a
+       list of micro-batches; checkpointable state_dict), `rows`, `tokenizer`, `describe()`, `skipped()`;
+    3. `from_config(model, cfg, hf_config)` after the model is parallelized, before FSDP wraps the task;
+    4. per micro-batch `task(**batch.inputs(), normalizer=..., micro_batches=...)` -> the loss, where a
+       batch has `to(device)`, `inputs()`, `loss_normalizer` (its share of the step's denominator, summed
+       over micro-batches and ranks into `normalizer`), `num_tokens` and `attention_length` (throughput);
+    5. `end_step()` after each optimizer step and `step_metrics()` when logging (collective).
+    """
+
+    loss_copies: int = 1
+    """Ranks that compute the same loss term (e.g. context-parallel ranks that each see the gathered
+    output); the logged loss, summed over ranks, is divided by it. The gradient needs no such care."""
+    casts_inputs: bool = True
+    """FSDP mixed precision casts the task's floating inputs to param_dtype; False keeps them (a task
+    that forms targets from them in fp32 and casts the model input itself)."""
+
+    @classmethod
+    def check_config(cls, cfg, spec, hf_config) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def build_data(cls, cfg, spec, hf_config, *, rank: int, world: int, local_rank: int, barrier, cp_rank: int,
+                   cp_size: int):
+        """rank/world among the data-parallel ranks; the cp_size ranks of a context-parallel group share
+        one and are told their cp_rank."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg, hf_config) -> "Task":
+        raise NotImplementedError
+
+    def end_step(self) -> None:
+        """Close the optimizer step."""
+
+    def step_metrics(self) -> dict:
+        """Task metrics of the last finished step, over all ranks."""
+        return {}
 
 
 def _sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
@@ -21,7 +68,7 @@ def _sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-class CausalLMTask(nn.Module):
+class CausalLMTask(Task):
     """Next-token loss through the chunked linear + cross-entropy; full logits never exist.
 
     Works for our models and for any HF causal LM: both expose `get_decoder()` (input ids ->
@@ -38,6 +85,36 @@ class CausalLMTask(nn.Module):
         self._expert_load: Optional[torch.Tensor] = None
         self._aux: Optional[torch.Tensor] = None
         self._last_step: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)
+
+    @classmethod
+    def check_config(cls, cfg, spec, hf_config) -> None:
+        validate_tokenizer_path(cfg)
+        if cfg.data.packing and not (spec is not None and spec.packed_documents):
+            what = f"model package {spec.name!r}" if spec else "the transformers AutoModel path"
+            raise ConfigError(f"data.packing: {what} cannot keep attention inside packed documents, so packed "
+                              "samples would attend to each other; set data.packing: false or use a model package "
+                              "that declares packed_documents")
+
+    @classmethod
+    def build_data(cls, cfg, spec, hf_config, *, rank: int, world: int, local_rank: int, barrier, cp_rank: int,
+                   cp_size: int):
+        """Tokenised rows (sft or pretraining data) from data:, read with the model's tokenizer; a
+        vision-language package's images through its ModelSpec.images."""
+        from ..data import build_train_data, load_tokenizer
+        from .build import check_vocab
+
+        tok_path = cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path
+        tokenizer = load_tokenizer(tok_path, cfg.model.trust_remote_code)
+        check_vocab(hf_config, tokenizer, tok_path)
+        images = spec.images(hf_config, cfg.data) if spec is not None and spec.images is not None else None
+        data = build_train_data(cfg, tokenizer, rank=rank, world=world, local_rank=local_rank, barrier=barrier,
+                                cp_rank=cp_rank, cp_size=cp_size, images=images)
+        data.tokenizer = tokenizer
+        return data
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg, hf_config) -> "CausalLMTask":
+        return cls(model, cfg.ops.loss_chunk_size)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float | torch.Tensor,
                 position_ids: torch.Tensor | None = None, document_ids: torch.Tensor | None = None,
@@ -77,6 +154,9 @@ class CausalLMTask(nn.Module):
         self._last_step = (self._expert_load, self._aux)
         self._expert_load, self._aux = None, None
 
+    def step_metrics(self) -> dict:
+        return self.routing_metrics()
+
     def routing_metrics(self) -> dict:
         """Of the last finished step, over all ranks: the fewest and most tokens any expert of any layer
         received, and the load-balancing loss (without its coefficient). A collective when
@@ -92,3 +172,13 @@ class CausalLMTask(nn.Module):
 
 
 TASKS = {"causal_lm": CausalLMTask}
+"""Core tasks by the name a ModelSpec may give (a package task is given as its class)."""
+
+
+def task_class(spec) -> type[Task]:
+    """The task a spec trains with (the causal LM for the AutoModel path)."""
+    task = spec.task if spec is not None else "causal_lm"
+    if isinstance(task, str):
+        return TASKS[task]
+    assert isinstance(task, type) and issubclass(task, Task), f"ModelSpec.task of {spec.name} is not a Task"
+    return task

@@ -1,14 +1,16 @@
 """The training loop: config in, loss curve and metrics out.
 
-Order of work, each step failing early and clearly: validate config and paths -> device and
-process group -> mesh shape -> ops binding -> tokenizer and data -> model config and vocab check
--> build, shard, materialise -> optimizer and schedule -> steps.
+Order of work, each step failing early and clearly: validate config and paths -> model config ->
+the task's own checks -> device and process group -> mesh shape -> ops binding -> the task's data
+(tokenizer and vocab check for language models) -> build, shard, materialise -> optimizer and
+schedule -> steps. What a batch is and how it becomes a loss is the task's (train/task.py).
 
 Loss normalisation: every micro-batch loss is its summed token CE divided by the number of
 target tokens of the whole optimizer step across all micro-batches and ranks, and FSDP sums the
 ranks' gradients; so any (world, batch, grad_accum) split of the same samples gives the same
 update as one big batch. With training.loss_reduction square each target's CE is weighted by
 1/sqrt(its sample's targets) and the denominator is the step's sum of weights, split-invariant too.
+Other tasks follow the same rule with their own unit (Wan's flow matching: samples).
 """
 
 from __future__ import annotations
@@ -29,16 +31,16 @@ from .. import device as devices
 from ..checkpoint.export import export_hf
 from ..checkpoint.hf_files import write_hf_files
 from ..checkpoint.manager import Checkpointer, Live
-from ..config import Config, ConfigError, context_parallel_shape, expert_mesh_shape, mesh_shape, validate_paths
-from ..data import build_train_data, load_tokenizer
+from ..config import Config, context_parallel_shape, expert_mesh_shape, mesh_shape, validate_paths
 from ..ops import bind_ops
 from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
-from .build import build_model, check_vocab, resolve_model
+from .build import build_model, resolve_model
 from .grad_clip import clip_grad_norm_
 from .lr_schedule import build_scheduler
 from .metrics import MetricsWriter, Throughput, gib
 from .optimizer import build_optimizer
 from .preemption import StopRequest
+from .task import task_class
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +79,13 @@ def _all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
 
 def train(cfg: Config) -> TrainResult:
     # Everything checkable from the config alone fails here, before any process group exists.
-    validate_paths(cfg)
+    validate_paths(cfg, tokenizer=False)
     device_type = devices.resolve_device_type(cfg.training.device)
     mesh_shape(cfg, devices.rank_info()[2])
     expert_mesh_shape(cfg, devices.rank_info()[2])
     context_parallel_shape(cfg, devices.rank_info()[2])
     spec, hf_config = resolve_model(cfg)
-    if cfg.data.packing and not (spec is not None and spec.packed_documents):
-        what = f"model package {spec.name!r}" if spec else "the transformers AutoModel path"
-        raise ConfigError(f"data.packing: {what} cannot keep attention inside packed documents, so packed samples "
-                          "would attend to each other; set data.packing: false or use a model package that "
-                          "declares packed_documents")
+    task_class(spec).check_config(cfg, spec, hf_config)
     owns_group = not dist.is_initialized()
     rank, local_rank, world = init_distributed(device_type)
     try:
@@ -114,14 +112,10 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     checkpointer = Checkpointer(cfg, rank, world)
     resume_from = checkpointer.resume_path()
 
-    tok_path = cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path
-    tokenizer = load_tokenizer(tok_path, cfg.model.trust_remote_code)
-    check_vocab(hf_config, tokenizer, tok_path)
     data_start = time.perf_counter()
     # The cp ranks of a group (consecutive) read the same rows, each its slice of the sequence.
-    images = spec.images(hf_config, cfg.data) if spec is not None and spec.images is not None else None
-    train_data = build_train_data(cfg, tokenizer, rank=rank // cp, world=dp, local_rank=local_rank,
-                                  barrier=dist.barrier, cp_rank=rank % cp, cp_size=cp, images=images)
+    train_data = task_class(spec).build_data(cfg, spec, hf_config, rank=rank // cp, world=dp, local_rank=local_rank,
+                                             barrier=dist.barrier, cp_rank=rank % cp, cp_size=cp)
     data_seconds = time.perf_counter() - data_start
     loader = train_data.loader
     if rank == 0:
@@ -153,7 +147,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
     live = Live(built.model, optimizer, scheduler, loader, device_type,
-                write_hf_files=lambda d: write_hf_files(d, hf_config, tokenizer, cfg.model.model_name_or_path,
+                write_hf_files=lambda d: write_hf_files(d, hf_config, train_data.tokenizer,
+                                                        cfg.model.model_name_or_path,
                                                         spec.architectures if spec else ()))
     result = TrainResult(metrics_path=str(writer.path))
     start_step = 0
@@ -184,18 +179,15 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                 for i, batch in enumerate(micro_batches):
                     # Reduce-scatter gradients once per step, on the last micro-batch.
                     built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
-                    loss = built.task(batch.input_ids, batch.targets, normalizer=normalizer,
-                                      position_ids=batch.position_ids, document_ids=batch.document_ids,
-                                      micro_batches=len(micro_batches), token_mask=batch.token_mask,
-                                      pixel_values=batch.pixel_values, loss_weights=batch.loss_weights)
+                    loss = built.task(**batch.inputs(), normalizer=normalizer, micro_batches=len(micro_batches))
                     loss.backward()
                     loss_sum += loss.detach().float()
-                    # Attention FLOPs grow with the whole row, cp slices of it under context parallel.
-                    throughput.add(batch.num_tokens,
-                                   batch.num_tokens * built.flops_per_token(batch.input_ids.shape[1] * cp))
+                    # Attention FLOPs grow with the whole row (cp slices of it under context parallel).
+                    throughput.add(batch.num_tokens, batch.num_tokens * built.flops_per_token(batch.attention_length))
                 # The stop flag rides on the loss all-reduce: every rank stops after the same step.
                 step_loss, stop_votes = _all_reduce_sum(torch.stack(
                     [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
+                step_loss /= built.task.loss_copies
                 grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
                 if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
                     raise TrainingDiverged(
@@ -218,7 +210,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
                               "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
                               "peak_memory_gib": gib(devices.peak_memory_bytes(device_type)),
-                              **built.task.routing_metrics()}
+                              **built.task.step_metrics()}
                     data_wait = 0.0
                     writer.write(record)
                     writer.console(record)
