@@ -18,6 +18,9 @@ nox.options.reuse_existing_virtualenvs = True
 TORCH = os.environ.get("SHARDZOO_TORCH", "torch==2.13.0")
 TORCH_INDEX = os.environ.get("SHARDZOO_TORCH_INDEX")
 MODELS = ["qwen3", "gpt_oss", "internvl", "wan"]
+# diffusers' from_pretrained of WanTransformer3DModel (fp32-kept modules) needs accelerate: the Wan
+# tests load our exports with it, as a user would.
+TEST_EXTRAS = ["pytest", "accelerate"]
 
 
 def install(session: nox.Session, models: list[str], *extra: str) -> None:
@@ -38,7 +41,7 @@ def pytest(session: nox.Session, *paths: str) -> None:
 @nox.session(name="test-core")
 def test_core(session: nox.Session) -> None:
     """Core unit tests (config, ops, parallel, data, trainer) and repo-level tests."""
-    install(session, MODELS, "pytest")
+    install(session, MODELS, *TEST_EXTRAS)
     pytest(session, "core/tests", "tests")
 
 
@@ -65,15 +68,16 @@ def test_internvl(session: nox.Session) -> None:
 
 @nox.session(name="test-wan")
 def test_wan(session: nox.Session) -> None:
-    """Wan: DiT parity vs diffusers, checkpoint layouts, released sizes."""
-    install(session, ["wan"], "pytest")
+    """Wan: DiT parity vs diffusers, checkpoint layouts, released sizes, flow matching through the trainer
+    (golden loss, FSDP2 and CP equivalence, features = online encoding, resume, export to diffusers)."""
+    install(session, ["wan"], *TEST_EXTRAS)
     pytest(session, "models/wan/tests")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Everything CI runs."""
-    install(session, MODELS, "pytest")
+    install(session, MODELS, *TEST_EXTRAS)
     pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS])
 
 
@@ -112,6 +116,13 @@ def tune_internvl_tiny(session: nox.Session) -> None:
     """A tiny InternVL image-text fine-tune on the CPU (data/image_sample.json, data/images)."""
     install(session, ["qwen3", "internvl"])
     session.run("bash", "models/internvl/tune_tiny.sh", *session.posargs, external=True)
+
+
+@nox.session(name="tune-wan-tiny")
+def tune_wan_tiny(session: nox.Session) -> None:
+    """A tiny Wan text-to-video flow-matching fine-tune on the CPU (MODE=features to train on extracted features)."""
+    install(session, ["wan"])
+    session.run("bash", "models/wan/tune_tiny.sh", *session.posargs, external=True)
 
 
 @nox.session(name="tune-gpt_oss-tiny")

@@ -1,9 +1,42 @@
-"""The Wan DiT config: diffusers' `WanTransformer3DModel` config.json fields, as plain attributes."""
+"""The Wan DiT config: diffusers' `WanTransformer3DModel` config.json fields, as plain attributes.
+
+The original Wan config.json (`_class_name: WanModel`: dim, num_heads, in_dim, ...) is read too and
+translated; a saved config is always diffusers'.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Optional
+
+# Original WanModel config keys that carry no choice for the DiT we build (text_len is the data's).
+_ORIGINAL_FIXED = {"window_size": [-1, -1], "patch_size": [1, 2, 2]}
+_ORIGINAL_SKIPPED = ("text_len", "_diffusers_version", "_class_name", "model_type")
+
+
+def from_original(raw: dict) -> dict:
+    """Original Wan `WanModel` config.json -> diffusers field names (reference/model_facts.md §6)."""
+    if raw.get("model_type", "t2v") not in ("t2v", "ti2v"):
+        raise NotImplementedError(f"original Wan config: model_type {raw['model_type']!r} (Wan2.1 I2V with CLIP "
+                                  "image tokens, FLF2V, VACE) is not implemented; t2v and ti2v are")
+    for key, value in _ORIGINAL_FIXED.items():
+        if key in raw and list(raw[key]) != value:
+            raise NotImplementedError(f"original Wan config: {key}={raw[key]} is not supported (every release "
+                                      f"uses {value})")
+    names = {"dim": None, "num_heads": "num_attention_heads", "in_dim": "in_channels", "out_dim": "out_channels",
+             "ffn_dim": "ffn_dim", "freq_dim": "freq_dim", "text_dim": "text_dim", "num_layers": "num_layers",
+             "eps": "eps", "cross_attn_norm": "cross_attn_norm", "qk_norm": "qk_norm"}
+    unknown = sorted(set(raw) - set(names) - set(_ORIGINAL_FIXED) - set(_ORIGINAL_SKIPPED))
+    if unknown:
+        raise ValueError(f"original Wan config: unknown key(s) {unknown}")
+    out = {ours: raw[theirs] for theirs, ours in names.items() if ours and theirs in raw}
+    if "dim" in raw:
+        out["attention_head_dim"] = raw["dim"] // raw["num_heads"]
+    if "qk_norm" in out:
+        out["qk_norm"] = "rms_norm_across_heads" if out["qk_norm"] else None
+    return out
 
 
 @dataclass
@@ -28,7 +61,10 @@ class WanConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "WanConfig":
-        """diffusers' config.json: `_class_name` / `_diffusers_version` and other `_` keys are metadata."""
+        """diffusers' config.json (`_class_name` / `_diffusers_version` and other `_` keys are metadata),
+        or the original Wan one (`_class_name: WanModel`)."""
+        if raw.get("_class_name") == "WanModel":
+            raw = from_original(raw)
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in raw.items() if not k.startswith("_")}
         unknown = sorted(set(data) - known)
@@ -39,6 +75,13 @@ class WanConfig:
         return cls(**data)
 
     def to_dict(self) -> dict:
+        """diffusers' config.json."""
         out = asdict(self)
+        del out["tie_word_embeddings"]
         out["patch_size"] = list(self.patch_size)
         return {"_class_name": "WanTransformer3DModel", **out}
+
+    def save_pretrained(self, folder: str) -> None:
+        """config.json in diffusers' format (checkpoints and exports load in diffusers)."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")

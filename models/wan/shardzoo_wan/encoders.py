@@ -13,6 +13,19 @@ def frozen(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
+def latent_shape(vae_config: dict, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """[C, T', H', W'] of a clip's latents, from the Wan VAE's config (a dict) and its structure: each
+    temporal downsampling halves the frames after the first (T' = (T - 1) / 2^k + 1), each level after
+    the first halves the size, and the Wan2.2 VAE first folds `patch_size` x `patch_size` pixels into
+    channels."""
+    temporal = 2 ** sum(bool(x) for x in vae_config["temperal_downsample"])
+    spatial = 2 ** (len(vae_config["dim_mult"]) - 1) * (vae_config.get("patch_size") or 1)
+    if (frames - 1) % temporal or height % spatial or width % spatial:
+        raise ValueError(f"video size {frames} x {height} x {width}: the Wan VAE needs frames = {temporal}n + 1 and "
+                         f"height, width divisible by {spatial}")
+    return vae_config["z_dim"], (frames - 1) // temporal + 1, height // spatial, width // spatial
+
+
 class TextEncoder:
     """Prompts -> [B, text_len, d_model] as Wan feeds its DiT: the umT5 last hidden state of the true
     tokens, zero-padded to text_len (512 in every release). The DiT attends to the padding without a

@@ -4,7 +4,7 @@ safetensors shards, so training runs the DiT alone (what large runs do).
     python -m shardzoo_wan.extract --rows data/video_sample.json --vae VAE_DIR --text-encoder UMT5_DIR \\
         --tokenizer TOKENIZER_DIR --out FEATURES_DIR [--frames 81 --height 480 --width 832 --stride 1]
 
-Rows are {"video": frame folder or video file (relative to the rows file), "caption": text}. Each
+Rows are {"video": frame folder or video file (relative to the rows file), "caption": text} (rows.py). Each
 shard holds, per row i, `{i}.latents` [C, T', H', W'] (normalised, fp32) and `{i}.text` [n, d]
 (the true tokens' umT5 states; training zero-pads them to text_len). index.json lists the rows,
 their shards and the settings; shards are written to a temporary name and renamed when complete,
@@ -19,26 +19,17 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .encoders import TextEncoder, VideoEncoder
+from .rows import read_video_rows
 from .video import load_clip
-
-
-def read_rows(path: Path) -> list[dict]:
-    text = path.read_text()
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" \
-        else json.loads(text)
-    for i, row in enumerate(rows):
-        missing = [k for k in ("video", "caption") if not isinstance(row.get(k), str)]
-        if missing:
-            raise ValueError(f"{path} row {i}: missing or non-text {missing}; rows are {{\"video\", \"caption\"}}")
-    return rows
 
 
 def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, *, frames: int, height: int,
             width: int, stride: int = 1, shard_size: int = 64) -> dict:
-    rows = read_rows(rows_path)
+    rows, _ = read_video_rows(rows_path)
     out.mkdir(parents=True, exist_ok=True)
     index = {"rows": len(rows), "frames": frames, "height": height, "width": width, "stride": stride,
              "text_len": text.text_len, "shards": []}
@@ -50,9 +41,9 @@ def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, 
         tensors = {}
         for i in range(start, min(start + shard_size, len(rows))):
             row = rows[i]
-            clip = load_clip(rows_path.parent / row["video"], frames, height, width, stride)
+            clip = load_clip(row.video, frames, height, width, stride)
             tensors[f"{i}.latents"] = video(clip[None])[0].contiguous()
-            states, lengths = text.encode([row["caption"]])
+            states, lengths = text.encode([row.caption])
             tensors[f"{i}.text"] = states[0, :int(lengths[0])].float().contiguous()  # the padding is zeros
         tmp = out / f".{name}.tmp"
         save_file(tensors, str(tmp))
@@ -61,16 +52,47 @@ def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, 
     return index
 
 
+class FeatureStore:
+    """The rows of an extraction folder, read one tensor at a time (a shard is never loaded whole)."""
+
+    def __init__(self, folder: Path, text_len: int | None = None):
+        self.folder = Path(folder)
+        index_path = self.folder / "index.json"
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path} does not exist; write the features with python -m "
+                                    "shardzoo_wan.extract (an interrupted extraction writes index.json last)")
+        self.index = json.loads(index_path.read_text())
+        self.text_len = text_len or self.index["text_len"]
+        missing = [s["file"] for s in self.index["shards"] if not (self.folder / s["file"]).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.folder}: shard(s) {missing[:3]} listed in index.json are missing; rerun "
+                                    "the extraction (finished shards are skipped)")
+
+    def __len__(self) -> int:
+        return self.index["rows"]
+
+    def _shard(self, i: int) -> Path:
+        if not 0 <= i < len(self):
+            raise IndexError(f"{self.folder}: row {i} of {len(self)}")
+        return self.folder / next(s for s in self.index["shards"] if s["first"] <= i < s["first"] + s["count"])["file"]
+
+    def latent_shape(self) -> tuple[int, ...]:
+        """[C, T', H', W'] of the latents (every row has the extraction's one video size)."""
+        with safe_open(str(self._shard(0)), framework="pt") as f:
+            return tuple(f.get_slice("0.latents").get_shape())
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents, text states zero-padded to text_len) of row i."""
+        with safe_open(str(self._shard(i)), framework="pt") as f:
+            latents, states = f.get_tensor(f"{i}.latents"), f.get_tensor(f"{i}.text")
+        padded = states.new_zeros(self.text_len, states.shape[-1])
+        padded[:len(states)] = states[:self.text_len]
+        return latents, padded
+
+
 def load_features(folder: Path, i: int, text_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(latents, text states zero-padded to text_len) of row i."""
-    index = json.loads((folder / "index.json").read_text())
-    shard = next(s for s in index["shards"] if s["first"] <= i < s["first"] + s["count"])
-    tensors = load_file(str(folder / shard["file"]))
-    states = tensors[f"{i}.text"]
-    text_len = text_len or index["text_len"]
-    padded = states.new_zeros(text_len, states.shape[-1])
-    padded[:len(states)] = states[:text_len]
-    return tensors[f"{i}.latents"], padded
+    return FeatureStore(folder, text_len)[i]
 
 
 def main(argv: list[str] | None = None) -> None:

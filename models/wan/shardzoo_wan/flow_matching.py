@@ -69,12 +69,40 @@ class SigmaSampler:
 
 
 def flow_matching_loss(model: nn.Module, latents: torch.Tensor, text: torch.Tensor, sigma: torch.Tensor,
-                       noise: torch.Tensor, normalizer: float | torch.Tensor) -> torch.Tensor:
-    """Sum over samples of each sample's mean squared error against v = noise - latents, divided by
-    `normalizer` (the step's sample count over micro-batches and ranks, as the trainer's token count
-    for language models: any split of the samples then gives the same update)."""
-    s = sigma.view(-1, *([1] * (latents.ndim - 1))).to(latents.dtype)
+                       noise: torch.Tensor, normalizer: float | torch.Tensor, weights: Optional[torch.Tensor] = None,
+                       clean_first_frame: Optional[torch.Tensor] = None,
+                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Sum over samples of each sample's mean squared error against v = noise - latents (times its
+    `weights`, 0 for a filler sample), divided by `normalizer` (the step's sample count over
+    micro-batches and ranks, as the trainer's token count for language models: any split of the
+    samples then gives the same update). x_t and the target are formed in fp32 and the model input
+    cast to `dtype` (the DiT's compute dtype).
+
+    `clean_first_frame` [B] marks Wan2.2 TI2V image-to-video samples: their first latent frame stays
+    the clean x0, its tokens get timestep 0 (a [B, L] per-token timestep), and it is left out of their
+    loss, as the sampler overwrites that frame with the condition at every step."""
+    latents, noise = latents.float(), noise.float()
+    s = sigma.float().view(-1, *([1] * (latents.ndim - 1)))
     noisy = (1 - s) * latents + s * noise
-    prediction = model(noisy, sigma * 1000, text)
-    per_sample = (prediction.float() - (noise - latents).float()).pow(2).flatten(1).mean(1)
+    timestep = sigma.float() * 1000
+    frame_weight = None
+    if clean_first_frame is not None and bool(clean_first_frame.any()):
+        b, _, frames, height, width = latents.shape
+        pt, ph, pw = model.patch_size
+        clean = clean_first_frame.view(b, 1, 1, 1, 1)
+        noisy = torch.cat([torch.where(clean, latents[:, :, :1], noisy[:, :, :1]), noisy[:, :, 1:]], dim=2)
+        per_frame = (height // ph) * (width // pw)
+        first = torch.arange(frames // pt * per_frame, device=latents.device) < per_frame  # tokens of latent frame 0
+        timestep = torch.where(clean_first_frame[:, None] & first[None], 0.0, timestep[:, None])
+        frame_weight = torch.ones(b, 1, frames, 1, 1, device=latents.device)
+        frame_weight[:, :, 0] = (~clean_first_frame).float().view(b, 1, 1, 1)
+    text = text if dtype is None else text.to(dtype)
+    prediction = model(noisy if dtype is None else noisy.to(dtype), timestep, text)
+    error = (prediction.float() - (noise - latents)).pow(2)
+    if frame_weight is None:
+        per_sample = error.flatten(1).mean(1)
+    else:
+        per_sample = (error * frame_weight).flatten(1).sum(1) / frame_weight.expand_as(error).flatten(1).sum(1)
+    if weights is not None:
+        per_sample = per_sample * weights
     return per_sample.sum() / normalizer

@@ -1,16 +1,16 @@
-"""Registration of the Wan package: what core needs to build, shard, load and measure the DiT.
-
-The DiT is registered for building, sharding, loading and exporting; its training task (flow
-matching on video latents) is the next piece of this package and not registered yet.
-"""
+"""Registration of the Wan package (model_id `wan`): what core needs to build, shard, load, train
+and measure the DiT. Training is flow matching on video latents (task.py), not the causal LM."""
 
 from __future__ import annotations
 
 import torch
 from shardzoo.checkpoint import ImportOnly, Rename, StateDictAdapter
 from shardzoo.parallel.materialize import default_init
+from shardzoo.registry import ModelSpec, ParallelPlan
 
 from .configuration_wan import WanConfig
+from .modeling_wan import WanTransformer3DModel
+from .task import FlowMatchingTask
 
 
 def init_fn(config: WanConfig):
@@ -66,3 +66,27 @@ def _original_layout() -> ImportOnly:
 
 # Our names are diffusers'; original Wan checkpoints are read on import, exports are diffusers format.
 ADAPTER = StateDictAdapter(ops=(_original_layout(),))
+
+
+PLAN = ParallelPlan(
+    fsdp_modules=("blocks.{*}",),
+    recompute_modules=("blocks.{*}",),
+    # Ulysses over video tokens: only self-attention exchanges them; cross-attention reads the whole text.
+    cp_modules=("blocks.{*}.attn1.core_attention",),
+)
+
+SPEC = ModelSpec(
+    name="wan",
+    config_class=WanConfig,
+    model_class=WanTransformer3DModel,
+    architectures=("WanTransformer3DModel", "WanModel"),  # diffusers' and the original config's _class_name
+    model_types=(),
+    build_model=WanTransformer3DModel,
+    init_fn=init_fn,
+    flops_per_token=flops_per_token,
+    tiny_config=tiny_config,
+    adapter=ADAPTER,
+    plan=PLAN,
+    task=FlowMatchingTask,
+    config_from_dict=WanConfig.from_dict,
+)

@@ -6,24 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan
 from shardzoo.data import load_tokenizer
-from shardzoo_wan.encoders import TextEncoder, VideoEncoder
-from transformers import UMT5Config, UMT5EncoderModel
+from shardzoo_wan.encoders import TextEncoder, VideoEncoder, latent_shape
+from shardzoo_wan.tiny_encoders import tiny_umt5, tiny_vae
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def tiny_umt5() -> UMT5EncoderModel:
-    torch.manual_seed(0)
-    return UMT5EncoderModel(UMT5Config(vocab_size=1024, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                                       relative_attention_num_buckets=8))
-
-
-def tiny_vae() -> AutoencoderKLWan:
-    torch.manual_seed(0)
-    return AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
-                            attn_scales=[], latents_mean=[0.1, 0.2, -0.1, 0.0], latents_std=[1.5, 0.8, 1.2, 1.0])
 
 
 def test_text_states_of_true_tokens_zero_padded():
@@ -48,7 +35,7 @@ def test_latents_are_normalised_posterior_means():
     mu = vae.encode(clips).latent_dist.mean
     want = (mu - torch.tensor([0.1, 0.2, -0.1, 0.0]).view(1, 4, 1, 1, 1)) / torch.tensor([1.5, 0.8, 1.2, 1.0]).view(
         1, 4, 1, 1, 1)
-    assert latents.shape == (1, 4, 3, 16, 16)
+    assert latents.shape == (1, 4, 3, 16, 16) == (1, *latent_shape(vae.config, 5, 32, 32))
     torch.testing.assert_close(latents, want)
 
 
@@ -80,10 +67,36 @@ def test_offline_features_equal_online_encoding(tmp_path):
     assert (tmp_path / "features" / index["shards"][0]["file"]).stat().st_mtime_ns == first
 
 
-def test_rows_without_video_or_caption_are_named(tmp_path):
+def test_bad_video_rows_are_named(tmp_path):
     import pytest
-    from shardzoo_wan.extract import read_rows
+    from shardzoo.data import DataError
+    from shardzoo_wan.rows import read_video_rows
 
-    (tmp_path / "rows.jsonl").write_text('{"video": "a.mp4", "caption": "x"}\n{"video": "b.mp4"}\n')
-    with pytest.raises(ValueError, match=r"rows.jsonl row 1: missing or non-text \['caption'\]"):
-        read_rows(tmp_path / "rows.jsonl")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "rows.jsonl").write_text('{"video": "a", "caption": "x"}\n{"video": "a"}\n'
+                                         '{"video": "missing.mp4", "caption": "y"}\n')
+    with pytest.raises(DataError, match=r"rows.jsonl:2: column 'caption' \(caption\) is missing"):
+        read_video_rows(tmp_path / "rows.jsonl")
+    rows, skipped = read_video_rows(tmp_path / "rows.jsonl", skip_bad_rows=True)
+    assert [r.video for r in rows] == [tmp_path / "a"] and skipped == 2
+    (tmp_path / "rows.jsonl").write_text('{"video": "missing.mp4", "caption": "y"}\n')
+    with pytest.raises(DataError, match=r"rows.jsonl:1: video .*missing.mp4 does not exist"):
+        read_video_rows(tmp_path / "rows.jsonl")
+
+
+def test_latent_shape_of_the_released_vaes():
+    """model_facts §6: Wan2.1 VAE 81 x 480 x 832 -> 16 x 21 x 60 x 104; Wan2.2 VAE (2 x 2 pixel patches,
+    48 channels) 121 x 704 x 1280 -> 48 x 31 x 44 x 80 (the defaults of diffusers' AutoencoderKLWan are
+    the Wan2.1 VAE; Wan2.2's config changes z_dim and patch_size)."""
+    import inspect
+
+    from diffusers import AutoencoderKLWan
+
+    defaults = {k: p.default for k, p in inspect.signature(AutoencoderKLWan.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    assert latent_shape(defaults, 81, 480, 832) == (16, 21, 60, 104)
+    assert latent_shape({**defaults, "z_dim": 48, "patch_size": 2}, 121, 704, 1280) == (48, 31, 44, 80)
+    import pytest
+
+    with pytest.raises(ValueError, match="frames = 4n \\+ 1"):
+        latent_shape(defaults, 80, 480, 832)

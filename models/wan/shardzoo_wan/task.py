@@ -1,0 +1,371 @@
+"""Wan's training task: video-caption rows -> (frozen encoders or extracted features) -> flow-matching loss.
+
+Two ways in, chosen by the `task:` config section:
+* features: a folder written by `python -m shardzoo_wan.extract` (normalised VAE latents and umT5
+  states): the trainer runs the DiT alone, what large runs do;
+* online: the rows' clips and captions are encoded every step by the frozen Wan VAE (diffusers) and
+  umT5 encoder (transformers), held beside the task, never trained, sharded or checkpointed.
+
+Every sample's randomness (sigma, the TI2V clean-first-frame draw, the noise) comes from a CPU
+generator seeded by the training seed and the sample's draw key (epoch and row): the same sample gets
+the same noise whatever the world size, batch split or context-parallel degree, and after a resume.
+
+Loss unit: the sample. A batch's normaliser share is its live samples / cp_size: the cp_size ranks of
+a context-parallel group hold the same samples, each computing the loss of the gathered prediction
+while the gather's backward keeps each rank's share of the gradient; so the summed normaliser counts
+each sample once and the logged sum is divided by loss_copies = cp_size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from shardzoo.config import ConfigError, build_section, resolve_path
+from shardzoo.data.dataset_info import resolve_sources
+from shardzoo.data.loader import StepLoader
+from shardzoo.train.task import Task
+
+from .flow_matching import SigmaSampler, flow_matching_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FlowMatchingOptions:
+    """The `task:` section of a Wan training config."""
+
+    features: Optional[str] = None
+    """Folder of extracted features (python -m shardzoo_wan.extract); null = encode online."""
+    vae: Optional[str] = None
+    """Online: folder of the Wan VAE (diffusers AutoencoderKLWan)."""
+    text_encoder: Optional[str] = None
+    """Online: folder of the umT5 encoder (transformers UMT5EncoderModel)."""
+    tokenizer: Optional[str] = None
+    """Online: the umT5 tokenizer folder."""
+    encoder_dtype: Literal["fp32", "bf16"] = "bf16"
+    """Online: dtype the frozen encoders run in (the DiT's follows parallel.param_dtype)."""
+    num_frames: int = 81
+    """Online: frames per clip (4n + 1, the Wan VAE's rule)."""
+    height: int = 480
+    width: int = 832
+    frame_stride: int = 1
+    """Online: take every frame_stride-th frame of the source."""
+    text_len: int = 512
+    """Text tokens the DiT sees: the true tokens' states, zero-padded (512 in every release)."""
+    sigma_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    """Base distribution of sigma before the shift (a project choice: the releases ship no trainer;
+    uniform + shift 5 is DiffSynth-Studio's, logit_normal the SD3 recipe)."""
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 5.0
+    """SD3 shift s: sigma' = s sigma / (1 + (s - 1) sigma); larger favours noisier samples."""
+    sigma_low: float = 0.0
+    """Shifted sigma range [sigma_low, sigma_high): a Wan2.2 A14B expert's share (high noise
+    [0.875, 1), low noise [0, 0.875) for T2V; 0.9 for I2V)."""
+    sigma_high: float = 1.0
+    first_frame_clean: float = 0.0
+    """Wan2.2 TI2V: probability that a sample trains image-to-video (its first latent frame clean,
+    timestep 0 on its tokens, left out of the loss); 0 = text-to-video only."""
+
+
+def options(cfg) -> FlowMatchingOptions:
+    """The task section, checked: ConfigError naming the key for anything wrong."""
+    o = build_section(FlowMatchingOptions, cfg.task, "task")
+    if o.features is not None:
+        given = [k for k in ("vae", "text_encoder", "tokenizer") if getattr(o, k) is not None]
+        if given:
+            raise ConfigError(f"task.features and task.{given[0]}: training reads extracted features, so the "
+                              "encoders are not used; remove one of them")
+        if not (resolve_path(o.features) / "index.json").is_file():
+            raise ConfigError(f"task.features: {resolve_path(o.features)} has no index.json; write it with python -m "
+                              "shardzoo_wan.extract (or remove task.features to encode online)")
+    else:
+        for key in ("vae", "text_encoder", "tokenizer"):
+            path = getattr(o, key)
+            if path is None:
+                raise ConfigError(f"task.{key}: missing; online encoding needs task.vae, task.text_encoder and "
+                                  "task.tokenizer (folders), or set task.features to train on extracted features")
+            if not resolve_path(path).is_dir():
+                raise ConfigError(f"task.{key}: {resolve_path(path)} is not a directory")
+        if (o.num_frames - 1) % 4:
+            raise ConfigError(f"task.num_frames: {o.num_frames} must be 4n + 1 (the Wan VAE keeps the first frame and "
+                              "compresses every 4 after it), e.g. 81")
+        for key in ("num_frames", "height", "width", "frame_stride"):
+            if getattr(o, key) < 1:
+                raise ConfigError(f"task.{key}: must be >= 1")
+    if o.text_len < 1:
+        raise ConfigError("task.text_len: must be >= 1")
+    if not 0.0 <= o.first_frame_clean <= 1.0:
+        raise ConfigError(f"task.first_frame_clean: {o.first_frame_clean} is a probability in [0, 1]")
+    try:
+        sampler(o)
+    except ValueError as exc:
+        raise ConfigError(f"task.sigma_low/sigma_high/shift/logit_std: {exc}") from None
+    return o
+
+
+def sampler(o: FlowMatchingOptions) -> SigmaSampler:
+    return SigmaSampler(o.sigma_sampling, o.logit_mean, o.logit_std, o.shift, o.sigma_low, o.sigma_high)
+
+
+def sample_seed(seed: int, key: int) -> int:
+    """The generator seed of one sample draw (training seed x draw key), well mixed, < 2^63."""
+    return int(np.random.SeedSequence([seed, int(key)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class VideoBatch:
+    seeds: torch.Tensor
+    """[B] int64: each sample's generator seed (sample_seed)."""
+    weights: torch.Tensor
+    """[B] 1 for a live sample, 0 for a filler of an epoch's last step."""
+    tokens_per_sample: int
+    """Video tokens of one sample (latent frames x H/2 x W/2)."""
+    cp_size: int = 1
+    latents: Optional[torch.Tensor] = None
+    """[B, C, T', H', W'] normalised VAE latents (features)."""
+    text: Optional[torch.Tensor] = None
+    """[B, text_len, d] umT5 states, zero-padded (features)."""
+    clips: Optional[torch.Tensor] = None
+    """[B, 3, T, H, W] in [-1, 1] (online)."""
+    prompts: Optional[list[str]] = None
+    """Captions (online)."""
+
+    @property
+    def loss_normalizer(self) -> float:
+        return float(self.weights.sum()) / self.cp_size
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.weights.sum()) * self.tokens_per_sample // self.cp_size
+
+    @property
+    def attention_length(self) -> int:
+        return self.tokens_per_sample
+
+    def inputs(self) -> dict:
+        return {"seeds": self.seeds, "weights": self.weights, "latents": self.latents, "text": self.text,
+                "clips": self.clips, "prompts": self.prompts}
+
+    def _map(self, fn) -> "VideoBatch":
+        import dataclasses
+
+        return dataclasses.replace(self, **{f.name: fn(v) for f in dataclasses.fields(self)
+                                            if isinstance(v := getattr(self, f.name), torch.Tensor)})
+
+    def to(self, device: torch.device) -> "VideoBatch":
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> "VideoBatch":
+        return self._map(torch.Tensor.pin_memory)
+
+
+class FeatureRows:
+    """Extracted features, one (latents, text) per row."""
+
+    def __init__(self, folder: str, text_len: int):
+        from .extract import FeatureStore
+
+        self.store = FeatureStore(resolve_path(folder), text_len)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int) -> dict:
+        latents, text = self.store[i]
+        return {"latents": latents, "text": text}
+
+
+class ClipRows:
+    """Video-caption rows decoded to clips (online encoding)."""
+
+    def __init__(self, rows: list, o: FlowMatchingOptions):
+        self.rows, self.o = rows, o
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        from .video import load_clip
+
+        row, o = self.rows[i], self.o
+        try:
+            clip = load_clip(row.video, o.num_frames, o.height, o.width, o.frame_stride)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{row.where}: {exc}") from exc
+        return {"clip": clip, "caption": row.caption}
+
+
+@dataclass
+class VideoCollate:
+    """Samples of one micro-batch -> a VideoBatch (every rank of a cp group builds the same one)."""
+
+    seed: int
+    tokens_per_sample: int
+    cp_size: int = 1
+
+    def __call__(self, samples: list[dict], masked: np.ndarray, keys: np.ndarray) -> VideoBatch:
+        batch = VideoBatch(seeds=torch.tensor([sample_seed(self.seed, k) for k in keys], dtype=torch.int64),
+                           weights=torch.from_numpy(~np.asarray(masked)).float(),
+                           tokens_per_sample=self.tokens_per_sample, cp_size=self.cp_size)
+        if "latents" in samples[0]:
+            batch.latents = torch.stack([s["latents"] for s in samples])
+            batch.text = torch.stack([s["text"] for s in samples])
+        else:
+            batch.clips = torch.stack([s["clip"] for s in samples])
+            batch.prompts = [s["caption"] for s in samples]
+        return batch
+
+
+@dataclass
+class VideoData:
+    loader: StepLoader
+    rows: int
+    source: str
+    skipped_rows: int = 0
+    tokens_per_sample: int = 0
+    tokenizer: None = None
+    """No tokenizer of the DiT's own to save with checkpoints (the umT5 one belongs to the encoder)."""
+    stats: dict = field(default_factory=dict)
+
+    def skipped(self) -> int:
+        return self.skipped_rows
+
+    def describe(self) -> str:
+        bad = f", {self.skipped_rows} bad rows skipped" if self.skipped_rows else ""
+        return f"{self.rows} videos of {self.tokens_per_sample} tokens from {self.source}{bad}"
+
+
+class OnlineEncoders:
+    """The frozen umT5 and VAE, outside the task's module tree (not trained, sharded or saved)."""
+
+    def __init__(self, o: FlowMatchingOptions):
+        from diffusers import AutoencoderKLWan
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        from .encoders import TextEncoder, VideoEncoder
+
+        dtype = torch.bfloat16 if o.encoder_dtype == "bf16" else torch.float32
+        self.video = VideoEncoder(AutoencoderKLWan.from_pretrained(str(resolve_path(o.vae)), torch_dtype=dtype))
+        self.text = TextEncoder(UMT5EncoderModel.from_pretrained(str(resolve_path(o.text_encoder)), dtype=dtype),
+                                AutoTokenizer.from_pretrained(str(resolve_path(o.tokenizer))), o.text_len)
+        self.device: Optional[torch.device] = None
+
+    def __call__(self, clips: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.device != clips.device:
+            self.video.vae.to(clips.device)
+            self.text.model.to(clips.device)
+            self.device = clips.device
+        return self.video(clips), self.text(prompts).float()
+
+
+class FlowMatchingTask(Task):
+    """(seeds, latents + text | clips + prompts) -> the flow-matching loss of the wrapped Wan DiT."""
+
+    casts_inputs = False  # x_t and the target are formed in fp32; the model input is cast here
+
+    def __init__(self, model: nn.Module, sigma_sampler: SigmaSampler, first_frame_clean: float = 0.0,
+                 encoders: Optional[OnlineEncoders] = None, loss_copies: int = 1):
+        super().__init__()
+        self.model = model
+        self.sampler, self.first_frame_clean = sigma_sampler, first_frame_clean
+        self.encoders = encoders
+        self.loss_copies = loss_copies
+
+    @classmethod
+    def check_config(cls, cfg, spec, hf_config) -> None:
+        d = cfg.data
+        for key, bad, why in (("packing", d.packing, "video samples are not packed"),
+                              ("streaming", d.streaming, "video rows are read as a map-style dataset"),
+                              ("data_manager_type", d.data_manager_type == "mg", "video rows are not raw text")):
+            if bad:
+                raise ConfigError(f"data.{key}: not available for Wan flow matching ({why}); remove it")
+        if cfg.training.loss_reduction != "token":
+            raise ConfigError("training.loss_reduction: Wan flow matching averages each sample's squared error "
+                              "and then over samples; remove training.loss_reduction")
+        o = options(cfg)
+        if o.features is None:
+            _video_source(cfg)
+
+    @classmethod
+    def build_data(cls, cfg, spec, hf_config, *, rank: int, world: int, local_rank: int, barrier, cp_rank: int,
+                   cp_size: int) -> VideoData:
+        """Every rank of a context-parallel group reads the same rows (cp_rank is not needed: the DiT
+        splits the video tokens itself)."""
+        o, t, d = options(cfg), cfg.training, cfg.data
+        patch = np.prod(hf_config.patch_size)
+        if o.features is not None:
+            rows = FeatureRows(o.features, o.text_len)
+            shape, source, skipped = rows.store.latent_shape(), f"features {rows.store.folder}", 0
+            if d.max_samples is not None:
+                raise ConfigError("data.max_samples: not applied to extracted features; extract fewer rows instead")
+        else:
+            from diffusers import AutoencoderKLWan
+
+            from .encoders import latent_shape
+            from .rows import read_video_rows
+
+            video_source = _video_source(cfg)
+            found, skipped = read_video_rows(video_source.path, video_source.columns, d.skip_bad_rows)
+            rows = ClipRows(found[:d.max_samples], o)
+            vae_config = AutoencoderKLWan.load_config(str(resolve_path(o.vae)))
+            shape = latent_shape(vae_config, o.num_frames, o.height, o.width)
+            source = f"{video_source.path} (encoded online)"
+        if shape[0] != hf_config.in_channels:
+            raise ConfigError(f"task: the latents have {shape[0]} channels but the DiT's in_channels is "
+                              f"{hf_config.in_channels}; use the VAE (or features) the model was trained with")
+        tokens = int(np.prod(shape[1:]) // patch)
+        loader = StepLoader(rows, rank=rank, world=world, batch_size=t.per_device_train_batch_size,
+                            grad_accum=t.gradient_accumulation_steps, seed=t.seed, shuffle=not d.disable_shuffling,
+                            pad_id=0, drop_last=d.dataloader_drop_last, num_workers=d.dataloader_num_workers,
+                            make_batch=VideoCollate(t.seed, tokens, cp_size))
+        return VideoData(loader, len(rows), source, skipped, tokens)
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg, hf_config) -> "FlowMatchingTask":
+        o = options(cfg)
+        encoders = OnlineEncoders(o) if o.features is None else None
+        return cls(model, sampler(o), o.first_frame_clean, encoders, loss_copies=cfg.parallel.cp_size)
+
+    def draw(self, seeds: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sigma [B], clean_first_frame [B], noise [B, *shape]) from each sample's own generator, on the CPU
+        (the same numbers on every device type)."""
+        sigmas, clean, noise = [], [], []
+        for seed in seeds.tolist():
+            gen = torch.Generator().manual_seed(seed)
+            sigmas.append(self.sampler.sample(1, gen))
+            clean.append(torch.rand(1, generator=gen) < self.first_frame_clean)
+            noise.append(torch.randn(shape, generator=gen))
+        return torch.cat(sigmas), torch.cat(clean), torch.stack(noise)
+
+    def forward(self, seeds: torch.Tensor, weights: torch.Tensor, normalizer: float | torch.Tensor,
+                latents: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None,
+                clips: Optional[torch.Tensor] = None, prompts: Optional[list[str]] = None,
+                micro_batches: int = 1) -> torch.Tensor:
+        if latents is None:
+            if self.encoders is None:
+                raise ValueError("a batch of clips reached a task without encoders (task.features is set)")
+            latents, text = self.encoders(clips, prompts)
+        sigma, clean, noise = self.draw(seeds, tuple(latents.shape[1:]))
+        device, dtype = latents.device, self.model.patch_embedding.weight.dtype  # the DiT's compute dtype
+        clean = clean.to(device) if self.first_frame_clean else None
+        return flow_matching_loss(self.model, latents, text, sigma.to(device), noise.to(device), normalizer,
+                                  weights=weights, clean_first_frame=clean, dtype=dtype)
+
+
+def _video_source(cfg):
+    sources = resolve_sources(cfg.data)
+    if len(sources) != 1:
+        raise ConfigError(f"data.dataset: Wan trains on one video dataset, got {len(sources)} "
+                          f"({', '.join(s.name for s in sources)})")
+    source = sources[0]
+    if source.formatting != "video":
+        raise ConfigError(f"data.dataset: {source.name!r} has formatting {source.formatting!r}; Wan trains on video "
+                          "rows: give the dataset formatting: video (columns video, caption)")
+    return source
+

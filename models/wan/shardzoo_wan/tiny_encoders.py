@@ -1,0 +1,69 @@
+"""Tiny random stand-ins for the frozen encoders (umT5 and the Wan VAE), built from a seed in code, so
+the tiny demo, the tests and the golden loss run offline. They have the real classes and data paths
+(tokenise, encode, zero-pad; VAE posterior mean, per-channel normalisation), not the real weights.
+
+    python -m shardzoo_wan.tiny_encoders --out DIR [--tokenizer data/tokenizer]
+
+writes DIR/vae (diffusers AutoencoderKLWan: 4 latent channels, frames (T - 1) / 2 + 1, H / 2, W / 2),
+DIR/text_encoder (transformers UMT5EncoderModel, d_model 16) and DIR/tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+TEXT_DIM = 16
+LATENT_CHANNELS = 4
+
+
+def tiny_umt5():
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    return UMT5EncoderModel(UMT5Config(vocab_size=1024, d_model=TEXT_DIM, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
+                                       relative_attention_num_buckets=8))
+
+
+def tiny_vae():
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    return AutoencoderKLWan(base_dim=8, z_dim=LATENT_CHANNELS, dim_mult=[1, 2], num_res_blocks=1,
+                            temperal_downsample=[True], attn_scales=[], latents_mean=[0.1, 0.2, -0.1, 0.0],
+                            latents_std=[1.5, 0.8, 1.2, 1.0])
+
+
+def save_tiny_encoders(out: Path, tokenizer: Path) -> Path:
+    """Write the three folders under `out` (skipped when already there) and return `out`."""
+    from transformers import AutoTokenizer
+
+    out = Path(out)
+    if not (out / "vae" / "config.json").is_file():
+        tiny_vae().save_pretrained(out / "vae")
+    if not (out / "text_encoder" / "config.json").is_file():
+        tiny_umt5().save_pretrained(out / "text_encoder")
+    if not (out / "tokenizer").is_dir():
+        AutoTokenizer.from_pretrained(str(tokenizer)).save_pretrained(out / "tokenizer")
+    return out
+
+
+def task_overrides(folder: Path) -> list[str]:
+    """Config overrides pointing the task: section at the encoders written to `folder`."""
+    folder = Path(folder)
+    return ["--task.vae", str(folder / "vae"), "--task.text_encoder", str(folder / "text_encoder"),
+            "--task.tokenizer", str(folder / "tokenizer")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, default=Path("data/tokenizer"))
+    args = parser.parse_args(argv)
+    print(f"tiny encoders in {save_tiny_encoders(args.out, args.tokenizer)}")
+
+
+if __name__ == "__main__":
+    main()

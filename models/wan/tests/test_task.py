@@ -1,0 +1,114 @@
+"""The flow-matching task's pieces: per-sample draws, the A14B experts' sigma ranges and the TI2V clean
+first frame as the trainer uses them, the task: section's errors, and how configs find the package."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from shardzoo.config import ConfigError, config_from_dict
+from shardzoo_wan import WanTransformer3DModel, tiny_config
+from shardzoo_wan.flow_matching import flow_matching_loss
+from shardzoo_wan.task import FlowMatchingTask, options, sample_seed, sampler
+
+REPO = Path(__file__).resolve().parents[3]
+
+BASE = {"model": {"model_id": "wan", "train_from_scratch": True, "hf_config": {"num_layers": 1}},
+        "data": {"dataset": "video_sample", "dataset_dir": str(REPO / "data")},
+        "training": {"output_dir": "/tmp/unused"}}
+
+
+def config(task: dict, **sections):
+    raw = copy.deepcopy(BASE)
+    raw["task"] = task
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return config_from_dict(raw)
+
+
+def task_with(**task) -> FlowMatchingTask:
+    o = options(config({"features": None, **task, "vae": "data", "text_encoder": "data", "tokenizer": "data"}))
+    return FlowMatchingTask(WanTransformer3DModel(tiny_config()), sampler(o), o.first_frame_clean)
+
+
+def test_a_sample_draws_the_same_whatever_its_batch():
+    task = task_with()
+    seeds = torch.tensor([sample_seed(42, k) for k in (0, 7, 12)])
+    sigma, _, noise = task.draw(seeds, (4, 3, 8, 8))
+    alone = task.draw(seeds[1:2], (4, 3, 8, 8))
+    assert torch.equal(alone[0], sigma[1:2]) and torch.equal(alone[2], noise[1:2])
+    assert not torch.equal(noise[0], noise[1])  # different samples, different noise
+    assert sample_seed(42, 7) != sample_seed(43, 7)
+
+
+@pytest.mark.parametrize("expert,low,high", [("high noise", 0.875, 1.0), ("low noise", 0.0, 0.875)])
+def test_a14b_expert_draws_only_its_sigma_range(expert, low, high):
+    task = task_with(sigma_sampling="logit_normal", shift=12.0, sigma_low=low, sigma_high=high)
+    sigma, _, _ = task.draw(torch.arange(4000), (1,))
+    assert float(sigma.min()) >= low and float(sigma.max()) < high, expert
+    # Shift 12 puts most mass near the top of each range (the exact distribution is checked against the
+    # truncated shifted CDF in test_flow_matching.py); the draw reaches it, nothing piles up on a bound.
+    assert float(sigma.max()) > high - 0.02 and float((sigma == low).float().mean()) < 0.01
+
+
+def test_clean_first_frame_keeps_x0_timestep_zero_and_no_loss():
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(tiny_config())
+    seen = {}
+
+    def spy(module, args):
+        seen["x"], seen["t"] = args[0].clone(), args[1].clone()
+    model.register_forward_pre_hook(spy)
+    latents, noise, text = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 4, 3, 8, 8), torch.randn(2, 5, 16)
+    sigma, clean = torch.tensor([0.7, 0.4]), torch.tensor([True, False])
+    loss = flow_matching_loss(model, latents, text, sigma, noise, normalizer=2.0, clean_first_frame=clean)
+    per_frame = 4 * 4  # 8 x 8 latents, (1, 2, 2) patches
+    assert torch.equal(seen["x"][0, :, 0], latents[0, :, 0])  # sample 0's first frame is clean
+    assert torch.allclose(seen["x"][0, :, 1], 0.3 * latents[0, :, 1] + 0.7 * noise[0, :, 1])
+    assert torch.allclose(seen["x"][1, :, 0], 0.6 * latents[1, :, 0] + 0.4 * noise[1, :, 0])
+    assert seen["t"].shape == (2, 3 * per_frame)
+    assert (seen["t"][0, :per_frame] == 0).all() and (seen["t"][0, per_frame:] == 700).all()
+    assert (seen["t"][1] == 400).all()
+    with torch.no_grad():
+        out = model(seen["x"], seen["t"], text)
+    error = (out - (noise - latents)).pow(2)
+    want = (error[0, :, 1:].mean() + error[1].mean()) / 2  # sample 0 without its first frame
+    torch.testing.assert_close(loss.detach(), want)
+
+
+@pytest.mark.parametrize("task,sections,message", [
+    ({}, {}, "task.vae: missing; online encoding needs"),
+    ({"features": "/nonexistent"}, {}, "task.features: .*nonexistent has no index.json"),
+    ({"vae": "data", "text_encoder": "data", "tokenizer": "data", "num_frames": 80}, {},
+     "task.num_frames: 80 must be 4n"),
+    ({"vae": "data", "text_encoder": "data", "tokenizer": "data", "sigma_low": 0.9, "sigma_high": 0.5}, {},
+     "task.sigma_low/sigma_high"),
+    ({"vae": "data", "text_encoder": "data", "tokenizer": "data", "shfit": 3}, {}, "task.shfit: unknown key; did you "
+     "mean 'shift'"),
+    ({"vae": "data", "text_encoder": "data", "tokenizer": "data"}, {"data": {"packing": True}}, "data.packing: not"),
+    ({"vae": "data", "text_encoder": "data", "tokenizer": "data"}, {"data": {"dataset": "alpaca_sample"}},
+     "formatting 'alpaca'; Wan trains on video rows"),
+])
+def test_task_section_errors_name_the_key(task, sections, message):
+    cfg = config(task, **sections)
+    with pytest.raises(ConfigError, match=message):
+        FlowMatchingTask.check_config(cfg, None, tiny_config())
+
+
+def test_configs_find_the_package_without_model_id():
+    from shardzoo.registry import find_spec
+    from shardzoo_wan.configuration_wan import WanConfig
+
+    diffusers_cfg = json.loads((REPO / "models/wan/configs/wan2.1-t2v-1.3b/config.json").read_text())
+    assert find_spec(None, diffusers_cfg).name == "wan"
+    # The original Wan config.json (Wan-AI/Wan2.1-T2V-1.3B) names WanModel and the original fields.
+    original = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 1536, "eps": 1e-06,
+                "ffn_dim": 8960, "freq_dim": 256, "in_dim": 16, "model_type": "t2v", "num_heads": 12,
+                "num_layers": 30, "out_dim": 16, "text_len": 512}
+    assert find_spec(None, original).name == "wan"
+    assert WanConfig.from_dict(original) == WanConfig.from_dict(diffusers_cfg)
+    with pytest.raises(NotImplementedError, match="model_type 'i2v'"):
+        WanConfig.from_dict({**original, "model_type": "i2v"})
