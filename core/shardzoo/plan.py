@@ -11,7 +11,8 @@ largest shards:
   gathered     unsharded parameters in param_dtype while computing: the root unit (embeddings,
                head) plus (1 + num_to_forward_prefetch) of the largest block (its experts: this
                rank's ep share)
-  activations  an estimate, per micro-batch of per_device_train_batch_size x cutoff_len / cp_size tokens
+  activations  an estimate (a model package may give its own, ModelSpec.activation_bytes; this is
+               the causal LM's), per micro-batch of per_device_train_batch_size x cutoff_len / cp_size tokens
                (context parallel: the rank's slice; inside attention T x H/cp is the same size):
                each block saves its input (H); a block's internals are saved for all blocks
                without recompute, for one block with it: attention q, k, v, output and the two
@@ -140,8 +141,9 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         dist.destroy_process_group()
     mesh = (f"fsdp {replicate}x{shard}" + (f", ep_fsdp {ep_fsdp} x ep {ep}" if ep > 1 else "")
             + (f", cp {cp}" if cp > 1 else ""))
+    estimate = spec.activation_bytes or activation_bytes
     return MemoryPlan(world, mesh, params, trainable, ADAM_STATES * 4 * locals_, gathered,
-                      activation_bytes(cfg, hf_config, bool(built.recomputed)))
+                      estimate(cfg, hf_config, bool(built.recomputed)))
 
 
 def format_plan(plan: MemoryPlan, device_bytes: Optional[int]) -> str:

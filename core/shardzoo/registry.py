@@ -57,6 +57,9 @@ class ModelSpec:
     images: Optional[Callable[[Any, Any], Any]] = None
     """(config, DataConfig) -> shardzoo.data.images.ImageInputs for vision-language models: how a
     row's images become prompt tokens and pixel tensors. None: the model takes text only."""
+    activation_bytes: Optional[Callable[[Any, Any, bool], int]] = None
+    """(Config, model config, recompute) -> per-rank activation estimate for `shardzoo plan`; None =
+    the causal-LM estimate (tokens from data.cutoff_len)."""
     packed_documents: bool = False
     """The decoder takes position_ids and document_ids and keeps attention inside each document, so
     packed data (data.packing) trains exactly as unpacked."""

@@ -37,6 +37,28 @@ def flops_per_token(config: WanConfig, seq_len: int) -> float:
     return 6 * layers * per_layer + 12 * layers * dim * seq_len
 
 
+def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
+    """`shardzoo plan`'s estimate per rank for one micro-batch of task.num_frames x height x width clips
+    (the VAE from the DiT's channels: 16 -> Wan2.1's 4 x 8 x 8, 48 -> Wan2.2's 4 x 16 x 16), tokens / cp:
+    every block saves its input; a block's internals (self-attention: modulated input, q, k, v, roped
+    q, k, output; cross-attention: normed input, q, output; FFN: modulated input, two ffn_dim
+    activations, output = 14 D + 2 F in param_dtype, plus ~6 D of fp32 norm / modulation temporaries)
+    are saved for one block with recompute, for all without. Text-side tensors (512 tokens) are left out."""
+    from shardzoo.parallel.fsdp import to_dtype
+
+    from .task import options
+
+    o = options(cfg)
+    spatial = 16 if config.in_channels == 48 else 8
+    pt, ph, pw = config.patch_size
+    tokens = ((o.num_frames - 1) // 4 + 1) // pt * (o.height // spatial // ph) * (o.width // spatial // pw)
+    n = cfg.training.per_device_train_batch_size * -(-tokens // cfg.parallel.cp_size)
+    width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
+    dim = config.num_attention_heads * config.attention_head_dim
+    internals = n * ((14 * dim + 2 * config.ffn_dim) * width + 6 * dim * 4)
+    return config.num_layers * n * dim * width + (internals if recompute else config.num_layers * internals)
+
+
 def tiny_config(**overrides) -> WanConfig:
     """reference/model_facts.md §6's smallest config: head_dim 12 -> rope split 4/4/4."""
     fields = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
@@ -89,4 +111,5 @@ SPEC = ModelSpec(
     plan=PLAN,
     task=FlowMatchingTask,
     config_from_dict=WanConfig.from_dict,
+    activation_bytes=activation_bytes,
 )
