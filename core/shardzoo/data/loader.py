@@ -26,8 +26,22 @@ from .context_split import split_sequence
 from .rows import Row
 
 
+class TensorFields:
+    """Moves a dataclass batch's tensor fields (any task's batch: the trainer calls `to(device)`)."""
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        return dataclasses.replace(self, **{f.name: fn(v) for f in dataclasses.fields(self)
+                                            if isinstance(v := getattr(self, f.name), torch.Tensor)})
+
+    def to(self, device: torch.device):
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self):
+        return self._map(torch.Tensor.pin_memory)
+
+
 @dataclass
-class Batch:
+class Batch(TensorFields):
     input_ids: torch.Tensor
     """[B, T] token ids, right-padded."""
     targets: torch.Tensor
@@ -69,15 +83,6 @@ class Batch:
                 "document_ids": self.document_ids, "token_mask": self.token_mask, "pixel_values": self.pixel_values,
                 "loss_weights": self.loss_weights}
 
-    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
-        return dataclasses.replace(self, **{f.name: fn(v) for f in dataclasses.fields(self)
-                                            if isinstance(v := getattr(self, f.name), torch.Tensor)})
-
-    def to(self, device: torch.device) -> "Batch":
-        return self._map(lambda t: t.to(device, non_blocking=True))
-
-    def pin_memory(self) -> "Batch":
-        return self._map(torch.Tensor.pin_memory)
 
 
 def collate(rows: Sequence[Row], pad_id: int, masked: Sequence[bool] = (), pad_to_multiple_of: int = 1,

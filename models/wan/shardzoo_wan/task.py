@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from shardzoo.config import ConfigError, build_section, resolve_path
 from shardzoo.data.dataset_info import resolve_sources
-from shardzoo.data.loader import StepLoader
+from shardzoo.data.loader import StepLoader, TensorFields
 from shardzoo.train.task import Task
 
 from .flow_matching import SigmaSampler, flow_matching_loss
@@ -119,7 +119,7 @@ def sample_seed(seed: int, key: int) -> int:
 
 
 @dataclass
-class VideoBatch:
+class VideoBatch(TensorFields):
     seeds: torch.Tensor
     """[B] int64: each sample's generator seed (sample_seed)."""
     weights: torch.Tensor
@@ -151,18 +151,6 @@ class VideoBatch:
     def inputs(self) -> dict:
         return {"seeds": self.seeds, "weights": self.weights, "latents": self.latents, "text": self.text,
                 "clips": self.clips, "prompts": self.prompts}
-
-    def _map(self, fn) -> "VideoBatch":
-        import dataclasses
-
-        return dataclasses.replace(self, **{f.name: fn(v) for f in dataclasses.fields(self)
-                                            if isinstance(v := getattr(self, f.name), torch.Tensor)})
-
-    def to(self, device: torch.device) -> "VideoBatch":
-        return self._map(lambda t: t.to(device, non_blocking=True))
-
-    def pin_memory(self) -> "VideoBatch":
-        return self._map(torch.Tensor.pin_memory)
 
 
 class FeatureRows:
