@@ -19,7 +19,7 @@ each sample once and the logged sum is divided by loss_copies = cp_size.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
@@ -219,7 +219,6 @@ class VideoData:
     tokens_per_sample: int = 0
     tokenizer: None = None
     """No tokenizer of the DiT's own to save with checkpoints (the umT5 one belongs to the encoder)."""
-    stats: dict = field(default_factory=dict)
 
     def skipped(self) -> int:
         return self.skipped_rows
