@@ -89,19 +89,18 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures (Qwen3 and GPT-OSS step time (and Qwen3 memory) vs the
-    transformers reference; data preprocessing tokens/s vs a per-document encode loop; peak RSS
-    per rank vs model size while an HF checkpoint loads; memory per rank of a long row, Ulysses
-    CP=2 vs CP=1; MoE layer grouped GEMM vs a loop; InternVL step vs transformers; Wan DiT step vs diffusers)."""
+    """Benchmarks that print figures and write result files. benchmarks/run.py: every model's training
+    step vs its reference implementation (transformers / diffusers) in the same loop and process, and
+    every op backend vs its reference (posargs go to it, e.g. -- --models qwen3 --device cuda). Then the
+    special ones: data preprocessing tokens/s vs a per-document encode loop; peak RSS per rank while an
+    HF checkpoint loads; memory per rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs
+    a loop."""
     install(session, MODELS)
-    session.run("python", "models/qwen3/benchmarks/bench_step.py", *session.posargs)
+    session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/data_preprocess.py")
     session.run("python", "models/qwen3/benchmarks/import_memory.py", "--nproc", "2")
     session.run("python", "models/qwen3/benchmarks/context_parallel_memory.py")
-    session.run("python", "models/gpt_oss/benchmarks/bench_step.py")
     session.run("python", "benchmarks/moe_layer.py")
-    session.run("python", "models/internvl/benchmarks/bench_step.py")
-    session.run("python", "models/wan/benchmarks/bench_step.py")
 
 
 @nox.session(name="tune-qwen3-tiny")

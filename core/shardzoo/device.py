@@ -24,7 +24,9 @@ _DIST_BACKEND = {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}
 # Dense bf16 peak FLOP/s per accelerator, matched by substring of the device name (longest
 # key first). Figures as published by the vendors and used by MindSpeed / VeOmni for MFU.
 PEAK_BF16_FLOPS = {
-    "H100": 989e12,
+    "H100": 989e12,  # SXM; the PCIe and NVL parts are slower (torchtitan's table)
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
     "H800": 989e12,
     "H200": 989e12,
     "H20": 148e12,
@@ -129,6 +131,14 @@ def peak_memory_bytes(device_type: str) -> int:
     # worker would report its launcher's peak.
     hwm = process_memory_bytes("VmHWM")
     return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def memory_in_use_bytes(device_type: str) -> int:
+    """Memory held now: the allocator's allocated bytes on an accelerator, the resident set on CPU."""
+    mod = device_module(device_type)
+    if mod is not None:
+        return int(mod.memory_allocated())
+    return process_memory_bytes("VmRSS") or 0
 
 
 def process_memory_bytes(field: str) -> Optional[int]:

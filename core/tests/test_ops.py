@@ -7,8 +7,8 @@ from shardzoo.ops import OPS, apply_rotary, document_ids_from_cu_seqlens, docume
 from shardzoo.ops.attention import attention_reference, attention_sdpa
 from shardzoo.ops.cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
 from shardzoo.ops.rms_norm import rms_norm_native, rms_norm_reference
-from shardzoo.ops.rotary import apply_rotary_reference, rope_cos_sin, rope_inv_freq
-from shardzoo.testing.parity import assert_parity
+from shardzoo.ops.rotary import apply_rotary_autograd_fn, apply_rotary_reference, rope_cos_sin, rope_inv_freq
+from shardzoo.testing.parity import assert_parity, run_with_grads
 
 # fp32 tolerances: the backends reorder fp32 reductions (matmul blocking, fused softmax), which
 # moves results by a few ulp of values of order 1-10; 1e-5 absolute leaves a margin of ~10x.
@@ -93,7 +93,24 @@ def test_rotary_is_a_rotation_of_pairs(mode):
         torch.stack([rotated.real, rotated.imag], -1).flatten(-2)
     torch.testing.assert_close(out, expected, **FP32)
     torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1), **FP32)  # rotations keep the norm
-    torch.testing.assert_close(apply_rotary(x, cos, sin, mode=mode), out)  # dispatch reaches the reference
+    torch.testing.assert_close(apply_rotary(x, cos, sin, mode=mode), out)  # the dispatched backend agrees
+
+
+@pytest.mark.parametrize("mode", ["half", "interleave"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])
+@pytest.mark.parametrize("tables_grad", [False, True])
+def test_rotary_autograd_fn(mode, dtype, tol, tables_grad):
+    """Output and the gradient of x (and of the tables, when they ask for one) equal the reference's."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 16, dtype=dtype)
+    cos, sin = rope_cos_sin(torch.arange(5)[None].expand(2, 5), rope_inv_freq(16, 1e4), dtype, mode=mode)
+    if tables_grad:
+        assert_parity(apply_rotary_reference, apply_rotary_autograd_fn, (x, cos, sin), tol, mode=mode)
+    else:
+        out_ref, (grad_ref,) = run_with_grads(lambda x: apply_rotary_reference(x, cos, sin, mode=mode), x)
+        out, (grad,) = run_with_grads(lambda x: apply_rotary_autograd_fn(x, cos, sin, mode=mode), x)
+        torch.testing.assert_close(out, out_ref, **tol)
+        torch.testing.assert_close(grad, grad_ref, **tol)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])

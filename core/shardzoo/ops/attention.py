@@ -15,6 +15,7 @@ column with no value vector, so it only absorbs probability mass.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -82,6 +83,14 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, ca
 attention = Op("attention", attention_reference)
 
 
+@attention.set_example
+def _example(tokens: int, dtype: torch.dtype):
+    # Qwen3-1.7B's causal GQA: 16 query heads, 8 key/value heads of 128.
+    q = torch.randn(1, tokens, 16, 128, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(1, tokens, 8, 128, dtype=dtype, requires_grad=True) for _ in range(2))
+    return (q, k, v), {"causal": True}
+
+
 class CoreAttention(nn.Module):
     """`attention` as a (parameter-free) module, the part between the q/k/v projections and o_proj.
 
@@ -108,6 +117,19 @@ def attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal:
         mask = attention_mask(q.shape[1], k.shape[1], q.device, causal, sliding_window, document_ids)
         out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale, enable_gqa=gqa)
     return out.transpose(1, 2)
+
+
+def fastest_sdpa(device_type: str):
+    """A context in which SDPA tries the fastest CUDA kernels first: cuDNN (on Hopper and later,
+    where it leads), then flash, then memory-efficient, math last. Elsewhere it changes nothing."""
+    if device_type != CUDA:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    if torch.cuda.get_device_capability() >= (9, 0):
+        order.insert(0, SDPBackend.CUDNN_ATTENTION)
+    return sdpa_kernel(order, set_priority=True)
 
 
 def _sdpa_with_sinks(qt, kt, vt, causal, sliding_window, document_ids, scale, sinks):

@@ -26,3 +26,10 @@ def clipped_swiglu_reference(x: torch.Tensor, alpha: float = 1.702, limit: float
 
 
 clipped_swiglu = Op("clipped_swiglu", clipped_swiglu_reference)
+
+
+@clipped_swiglu.set_example
+def _example(tokens: int, dtype: torch.dtype):
+    # gpt-oss's fused gate_up output (2 x 2880, interleaved) for each of a token's 4 experts.
+    x = (3 * torch.randn(4 * tokens, 5760, dtype=dtype)).requires_grad_()
+    return (x,), {}

@@ -102,6 +102,16 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 linear_cross_entropy = Op("cross_entropy", linear_cross_entropy_reference)
 
 
+@linear_cross_entropy.set_example
+def _example(tokens: int, dtype: torch.dtype):
+    # Qwen3's vocabulary against a 1024 hidden state, one target in ten ignored.
+    hidden = torch.randn(tokens, 1024, dtype=dtype, requires_grad=True)
+    weight = (0.02 * torch.randn(151936, 1024, dtype=dtype)).requires_grad_()
+    targets = torch.randint(0, 151936, (tokens,))
+    targets[::10] = IGNORE_INDEX
+    return (hidden, weight, targets), {}
+
+
 @linear_cross_entropy.register("chunked", devices=DEVICE_TYPES, priority=10)
 def linear_cross_entropy_chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
                                  normalizer: Optional[float | torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,

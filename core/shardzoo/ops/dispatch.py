@@ -1,9 +1,10 @@
 """One op name, several backends with the reference's signature, chosen by device and config.
 
-Each op file creates an `Op` from its pure-torch reference (the truth; runs on every device) and
-registers further backends. Calling the op dispatches on the device type of its first tensor
-argument to the backend bound for that device: `auto` (the default) picks the highest-priority
-backend that can run there; an explicit choice that cannot run raises, it never falls back.
+Each op file creates an `Op` from its pure-torch reference (the truth; runs on every device),
+registers further backends and an example input (what `shardzoo.bench.ops` times them on).
+Calling the op dispatches on the device type of its first tensor argument to the backend bound
+for that device: `auto` (the default) picks the highest-priority backend that can run there; an
+explicit choice that cannot run raises, it never falls back.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ class Op:
         self.name = name
         self.backends: dict[str, Backend] = {REFERENCE: Backend(REFERENCE, reference, ALL_DEVICES)}
         self._bound: dict[str, Backend] = {}
+        self.example: Optional[Callable[[int, torch.dtype], tuple[tuple, dict]]] = None
         OPS[name] = self
+
+    def set_example(self, fn: Callable[[int, torch.dtype], tuple[tuple, dict]]) -> Callable:
+        """Register (tokens, dtype) -> (args, kwargs): typical training inputs for `tokens` tokens on
+        the default device, float inputs requiring grad as in training, for the op benchmarks."""
+        self.example = fn
+        return fn
 
     def register(self, name: str, devices: tuple[str, ...], priority: int = 0,
                  unavailable: Optional[Callable[[], Optional[str]]] = None) -> Callable:

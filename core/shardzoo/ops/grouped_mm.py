@@ -29,6 +29,17 @@ def grouped_mm_reference(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor)
 grouped_mm = Op("grouped_mm", grouped_mm_reference)
 
 
+@grouped_mm.set_example
+def _example(tokens: int, dtype: torch.dtype):
+    # 8 experts of 1024 -> 2048, top-2 routing with uneven loads.
+    x = torch.randn(2 * tokens, 1024, dtype=dtype, requires_grad=True)
+    w = (0.02 * torch.randn(8, 1024, 2048, dtype=dtype)).requires_grad_()
+    share = torch.softmax(torch.linspace(-1, 1, 8), 0)
+    counts = (share * 2 * tokens).floor().long()
+    counts[0] += 2 * tokens - counts.sum()
+    return (x, w, counts), {}
+
+
 class _ContiguousGrad(torch.autograd.Function):
     """Identity whose backward hands on a contiguous gradient: torch._grouped_mm's backward rejects
     the stride-0 gradients that a plain `.sum()` produces."""

@@ -34,6 +34,24 @@ moe_permute = Op("moe_permute", moe_permute_reference)
 moe_unpermute = Op("moe_unpermute", moe_unpermute_reference)
 
 
+def _routing(tokens: int, experts: int = 32, top_k: int = 4) -> torch.Tensor:
+    return torch.rand(tokens, experts).topk(top_k, dim=-1).indices.to(torch.int32)
+
+
+@moe_permute.set_example
+def _permute_example(tokens: int, dtype: torch.dtype):
+    # gpt-oss-20b: hidden 2880, 32 experts, top 4.
+    return (torch.randn(tokens, 2880, dtype=dtype, requires_grad=True), _routing(tokens)), {}
+
+
+@moe_unpermute.set_example
+def _unpermute_example(tokens: int, dtype: torch.dtype):
+    _, sorted_indices = moe_permute_reference(torch.empty(tokens, 1), _routing(tokens))
+    permuted = torch.randn(4 * tokens, 2880, dtype=dtype, requires_grad=True)
+    probs = torch.softmax(torch.randn(tokens, 4), -1).to(dtype).requires_grad_()
+    return (permuted, sorted_indices, probs), {}
+
+
 @moe_permute.register("npu_moe_token_permute", devices=(NPU,), priority=10, unavailable=_torch_npu_missing)
 def moe_permute_npu(tokens: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     import torch_npu

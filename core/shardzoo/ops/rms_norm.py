@@ -24,6 +24,14 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float, weight
 rms_norm = Op("rms_norm", rms_norm_reference)
 
 
+@rms_norm.set_example
+def _example(tokens: int, dtype: torch.dtype):
+    # A Qwen3-1.7B hidden state.
+    x = torch.randn(1, tokens, 2048, dtype=dtype, requires_grad=True)
+    weight = (1 + 0.1 * torch.randn(2048, dtype=dtype)).requires_grad_()
+    return (x, weight, 1e-6), {}
+
+
 class RMSNorm(nn.Module):
     """`rms_norm` with its weight (named `weight`, as in every HF checkpoint), for models to hold."""
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from ..device import CPU, CUDA
 from .dispatch import Op
 
 RotaryMode = Literal["half", "interleave"]
@@ -76,3 +77,38 @@ def apply_rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 
 
 apply_rotary = Op("rotary", apply_rotary_reference)
+
+
+class _Rotary(torch.autograd.Function):
+    """The rotation with its own backward. The pair rotation R is antisymmetric (R^T = -R), so
+    dx = g cos - R(g sin): the backward needs only the tables, never x, and autograd's copies
+    for the rotate's stack / cat backward disappear."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin, mode):
+        ctx.mode = mode
+        tables_need_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        ctx.save_for_backward(cos, sin, x if tables_need_grad else None)
+        return x * cos.unsqueeze(2) + _rotate(x, mode) * sin.unsqueeze(2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin, x = ctx.saved_tensors
+        grad_x = grad * cos.unsqueeze(2) - _rotate(grad * sin.unsqueeze(2), ctx.mode)
+        grad_cos = (grad * x).sum(2).sum_to_size(cos.shape) if ctx.needs_input_grad[1] else None
+        grad_sin = (grad * _rotate(x, ctx.mode)).sum(2).sum_to_size(sin.shape) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_cos, grad_sin, None
+
+
+@apply_rotary.register("autograd_fn", devices=(CPU, CUDA), priority=10)
+def apply_rotary_autograd_fn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                             mode: RotaryMode = "half") -> torch.Tensor:
+    return _Rotary.apply(x, cos, sin, mode)
+
+
+@apply_rotary.set_example
+def _example(tokens: int, dtype: torch.dtype):
+    # Qwen3-1.7B's queries (16 heads of 128).
+    x = torch.randn(1, tokens, 16, 128, dtype=dtype, requires_grad=True)
+    cos, sin = rope_cos_sin(torch.arange(tokens)[None], rope_inv_freq(128, 1e6), dtype)
+    return (x, cos, sin), {}

@@ -13,3 +13,10 @@ def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 swiglu = Op("swiglu", swiglu_reference)
+
+
+@swiglu.set_example
+def _example(tokens: int, dtype: torch.dtype):
+    # Qwen3-1.7B's MLP width.
+    gate, up = (torch.randn(1, tokens, 6144, dtype=dtype, requires_grad=True) for _ in range(2))
+    return (gate, up), {}

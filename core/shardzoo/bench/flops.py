@@ -1,0 +1,60 @@
+"""FLOPs of one training step, counted by running it under torch's FlopCounterMode.
+
+Counting what runs (rather than a per-family formula) serves every model alike: vision towers,
+cross-attention, MoE with only the routed experts. torch's counter knows matmuls and the CUDA
+attention kernels; the CPU flash-attention kernels, torch._grouped_mm and the in-place addmm_ are
+added here, so a CPU step, a MoE step and the chunked cross-entropy are not undercounted.
+Attention is counted at full T x T, causal or not (the PaLM / torchtitan convention), and its
+backward includes the score recompute, as torch counts it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+aten = torch.ops.aten
+
+
+def _cpu_flash_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _addmm_(bias, a, b, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a[0] * a[1] * b[1]
+
+
+def _grouped_mm(a, b, offs=None, *args, out_shape=None, **kwargs) -> int:
+    """2 x the multiply-adds of every group. The ragged dimension (split by `offs`) is whole in one
+    of the operands, so the total is the dense product of the full shapes, divided nowhere."""
+    if len(a) == 2 and len(b) == 3:  # [M, K] x [G, K, N]: tokens split by group
+        return 2 * a[0] * a[1] * b[2]
+    if len(a) == 3 and len(b) == 3:  # [G, M, K] x [G, K, N]: batched
+        return 2 * a[0] * a[1] * a[2] * b[2]
+    if len(a) == 2 and len(b) == 2:  # [M, Ktot] x [Ktot, N]: the contraction split by group
+        return 2 * a[0] * a[1] * b[1]
+    if len(a) == 3 and len(b) == 2:  # [G, M, K] x [K, Ntot]: the output columns split by group
+        return 2 * a[1] * a[2] * b[1]
+    raise ValueError(f"torch._grouped_mm with operand shapes {a} and {b} is not counted")
+
+
+EXTRA_FORMULAS = {
+    aten.addmm_: _addmm_,  # in-place accumulation (the chunked cross-entropy's weight gradient)
+    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward,
+    aten._grouped_mm: _grouped_mm,
+}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of everything `fn` runs (call it with the forward and backward inside)."""
+    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
