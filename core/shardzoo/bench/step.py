@@ -226,7 +226,7 @@ def run(bench: StepBenchmark, args: argparse.Namespace, argv: list[str]) -> dict
                   "tokens_per_s": seconds[ref] / seconds[OURS],
                   "peak_memory": memory[OURS] / memory[ref] if memory else None},
         "first_loss_relative_difference": abs(first_loss[OURS] - first_loss[ref]) / max(abs(first_loss[ref]), 1e-12),
-        "command": "python " + shlex.join([_relative(sys.argv[0]), *argv]),
+        "command": "python " + shlex.join([_relative(inspect.getfile(bench.build)), *argv]),
     }
     result["goals"] = [{"goal": goal.describe(ref), "value": goal.value(result), "met": goal.met(goal.value(result))}
                        for goal in bench.goals
@@ -280,7 +280,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"recompute {settings['recompute']} · compile {settings['compile']}", "",
              report.markdown_table(["", "ours", ref, f"ours / {ref}"], rows), "",
              f"Limit: {fmt(limit['flops_per_s'] / 1e12)} TFLOP/s ({limit['source']}). "
-             f"Model FLOPs per step: {fmt(result['model_flops_per_step'])} (counted on {ref}'s step; "
+             f"Model FLOPs per step: {fmt(result['model_flops_per_step'])} (counted on the {ref} step; "
              f"ours counted {fmt(sides[OURS]['counted_flops_per_step'])}).", ""]
     if result["goals"]:
         parts += ["Goals:", ""] + [f"- {g['goal']}: {g['value']:.3f} — {'met' if g['met'] else 'NOT met'}"
