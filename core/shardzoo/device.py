@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import resource
+import sys
 import time
 from typing import Optional
 
@@ -46,6 +48,13 @@ def _npu_available() -> bool:
     except ImportError:
         return False
     return hasattr(torch, "npu") and torch.npu.is_available()
+
+
+def torch_npu_missing() -> Optional[str]:
+    """Why the NPU op backends cannot run in this process (torch_npu not installed), or None."""
+    if sys.modules.get("torch_npu") is not None:  # imported already (or a test's stand-in)
+        return None
+    return None if importlib.util.find_spec("torch_npu") else "torch_npu is not installed"
 
 
 def detect_device_type() -> str:
@@ -158,6 +167,13 @@ def device_name(device_type: str) -> str:
     if mod is not None:
         return str(mod.get_device_name())
     return "cpu"
+
+
+def compute_capability(device_type: str) -> Optional[tuple[int, int]]:
+    """(major, minor) of a CUDA device (Hopper is (9, 0)); None on other device types."""
+    if device_type != CUDA:
+        return None
+    return tuple(torch.cuda.get_device_capability())
 
 
 @functools.lru_cache(maxsize=None)

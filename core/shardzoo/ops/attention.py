@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import CPU, CUDA
+from ..device import CPU, CUDA, compute_capability
 from .dispatch import Op
 
 
@@ -127,7 +127,7 @@ def fastest_sdpa(device_type: str):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    if torch.cuda.get_device_capability() >= (9, 0):
+    if compute_capability(device_type) >= (9, 0):
         order.insert(0, SDPBackend.CUDNN_ATTENTION)
     return sdpa_kernel(order, set_priority=True)
 

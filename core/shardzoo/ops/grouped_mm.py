@@ -8,12 +8,11 @@ contain zeros (an expert that got no token), and its weight then receives a zero
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Optional
 
 import torch
 
-from ..device import CPU, CUDA, NPU
+from ..device import CPU, CUDA, NPU, torch_npu_missing
 from .dispatch import Op
 
 
@@ -78,10 +77,6 @@ def grouped_mm_torch(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor) -> 
     return _ContiguousGrad.apply(torch._grouped_mm(x, w, offs=offsets))
 
 
-def _torch_npu_missing() -> Optional[str]:
-    return None if importlib.util.find_spec("torch_npu") else "torch_npu is not installed"
-
-
 class _NpuGroupedMatmul(torch.autograd.Function):
     """npu_grouped_matmul has no registered autograd (reference/npu_ops.md §5.1): dX is the same op
     with the transposed weight, dW a K-axis grouped matmul (group_type 2) of x^T and the gradient."""
@@ -107,6 +102,6 @@ class _NpuGroupedMatmul(torch.autograd.Function):
         return dx, dw.view_as(w), None
 
 
-@grouped_mm.register("npu_grouped_matmul", devices=(NPU,), priority=10, unavailable=_torch_npu_missing)
+@grouped_mm.register("npu_grouped_matmul", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
 def grouped_mm_npu(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return _NpuGroupedMatmul.apply(x, w.contiguous(), counts.to(torch.int64))

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ..device import NPU
+from ..device import NPU, torch_npu_missing
 from .dispatch import Op
-from .grouped_mm import _torch_npu_missing
 
 
 def moe_permute_reference(tokens: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,14 +51,14 @@ def _unpermute_example(tokens: int, dtype: torch.dtype):
     return (permuted, sorted_indices, probs), {}
 
 
-@moe_permute.register("npu_moe_token_permute", devices=(NPU,), priority=10, unavailable=_torch_npu_missing)
+@moe_permute.register("npu_moe_token_permute", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
 def moe_permute_npu(tokens: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     import torch_npu
 
     return torch_npu.npu_moe_token_permute(tokens, indices.to(torch.int32))
 
 
-@moe_unpermute.register("npu_moe_token_unpermute", devices=(NPU,), priority=10, unavailable=_torch_npu_missing)
+@moe_unpermute.register("npu_moe_token_unpermute", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
 def moe_unpermute_npu(permuted: torch.Tensor, sorted_indices: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     import torch_npu
 

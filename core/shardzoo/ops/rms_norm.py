@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..device import CPU, CUDA
+from ..device import CPU, CUDA, NPU, torch_npu_missing
 from .dispatch import Op
 
 
@@ -49,3 +49,16 @@ def rms_norm_native(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in
     # torch's fused kernel; it applies the weight before rounding to the input dtype, so in bf16
     # it differs from the reference by one rounding (exact in fp32). Opt-in, never auto.
     return F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype), eps)
+
+
+@rms_norm.register("npu_rms_norm", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
+def rms_norm_npu(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in_fp32: bool = False) -> torch.Tensor:
+    # torch_npu.npu_rms_norm returns (y, rstd); y scales by the weight before rounding to x's dtype, so
+    # it equals the reference exactly for weight_in_fp32 (GPT-OSS) and in fp32, and by one bf16
+    # rounding otherwise (as MindSpeed accepts for Qwen). Allowed (x, weight) dtypes: equal, or a
+    # half-precision x with an fp32 weight (reference/npu_ops.md 5.2).
+    import torch_npu
+
+    if weight.dtype != x.dtype and not (weight.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)):
+        weight = weight.to(x.dtype)
+    return torch_npu.npu_rms_norm(x, weight, eps)[0]

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from ..device import CPU, CUDA
+from ..device import CPU, CUDA, NPU, torch_npu_missing
 from .dispatch import Op
 
 RotaryMode = Literal["half", "interleave"]
@@ -104,6 +104,20 @@ class _Rotary(torch.autograd.Function):
 def apply_rotary_autograd_fn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                              mode: RotaryMode = "half") -> torch.Tensor:
     return _Rotary.apply(x, cos, sin, mode)
+
+
+@apply_rotary.register("npu_rotary_mul", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
+def apply_rotary_npu(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode: RotaryMode = "half") -> torch.Tensor:
+    # npu_rotary_mul takes full-width tables (as ours) in a broadcast form of x's BSND layout: half
+    # mode 1S1D / BS1D / BSND, interleave only 1S1D, so per-sample interleave tables go one sample
+    # per call (reference/npu_ops.md 5.2).
+    import torch_npu
+
+    cos, sin = cos.unsqueeze(2).to(x.dtype), sin.unsqueeze(2).to(x.dtype)
+    if mode == "interleave" and cos.shape[0] > 1:
+        return torch.cat([torch_npu.npu_rotary_mul(x[i:i + 1], cos[i:i + 1], sin[i:i + 1], rotary_mode=mode)
+                          for i in range(x.shape[0])])
+    return torch_npu.npu_rotary_mul(x, cos, sin, rotary_mode=mode)
 
 
 @apply_rotary.set_example

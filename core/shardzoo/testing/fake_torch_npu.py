@@ -1,9 +1,11 @@
-"""A pure-torch stand-in for the torch_npu MoE ops, following reference/npu_ops.md §5, so the NPU
-backends' call patterns and autograd can be checked without an NPU. Real NPU validation still
-needs hardware. It covers the ops the MoE backends call and rejects what the documented ops
-reject for those calls; issue 10 extends it to every NPU op.
+"""A pure-torch stand-in for torch_npu, following reference/npu_ops.md §5, so the NPU backends'
+call patterns, argument checks and autograd can be tested without an NPU. Each op implements the
+documented semantics and rejects what the documented op rejects (dtypes, shapes, broadcast forms,
+limits); ops without a registered derivative return outputs without autograd, as the real ones
+do. Passing through it is not NPU validation: kernels, numerics and performance need hardware.
 
-Install in a test with `install(monkeypatch)`: it puts the module in sys.modules as torch_npu.
+Install in a test with `install(monkeypatch)`: it puts the module in sys.modules as torch_npu;
+`without=("npu_clipped_swiglu",)` models an older torch_npu that lacks an op.
 """
 
 from __future__ import annotations
@@ -15,6 +17,88 @@ from typing import Optional
 import torch
 
 _GMM_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def npu_rms_norm(self: torch.Tensor, gamma: torch.Tensor, epsilon: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, rstd): y = x * rstd * gamma, normalised over gamma's dims, scaled in fp32 and rounded once
+    to x's dtype; rstd fp32 with gamma's dims kept as 1 (not differentiable)."""
+    if not 2 <= self.dim() <= 8:
+        raise ValueError(f"npu_rms_norm: x must have 2 to 8 dims, got {self.dim()}")
+    same = gamma.dtype == self.dtype and self.dtype in _FLOATS
+    if not (same or gamma.dtype == torch.float32 and self.dtype in _HALF):
+        raise TypeError(f"npu_rms_norm: unsupported dtypes x {self.dtype}, gamma {gamma.dtype}")
+    if gamma.dim() > self.dim() or tuple(self.shape[self.dim() - gamma.dim():]) != tuple(gamma.shape):
+        raise ValueError(f"npu_rms_norm: gamma {tuple(gamma.shape)} is not the trailing dims of x {tuple(self.shape)}")
+    dims = tuple(range(-gamma.dim(), 0))
+    x = self.float()
+    rstd = torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + epsilon)
+    return (x * rstd * gamma.float()).to(self.dtype), rstd.detach()
+
+
+def _rotate(x: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "half":
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((-x2, x1), dim=-1)
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+def npu_rotary_mul(self: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, rotary_mode: str = "half",
+                   rotate: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x * cos + rotate(x) * sin with full head_dim tables; modelled for the BSND layout (4-D x)."""
+    if rotate is not None:
+        raise ValueError("fake npu_rotary_mul: the `rotate` argument is not modelled")
+    if rotary_mode not in ("half", "interleave"):
+        raise ValueError(f"npu_rotary_mul: rotary_mode must be half or interleave, got {rotary_mode!r}")
+    if self.dim() != 4:
+        raise ValueError("fake npu_rotary_mul: only 4-D BSND input is modelled")
+    if self.dtype not in _FLOATS or r1.dtype != self.dtype or r2.dtype != self.dtype:
+        raise TypeError(f"npu_rotary_mul: x, r1, r2 must share one of fp16/bf16/fp32, got {self.dtype}, "
+                        f"{r1.dtype}, {r2.dtype}")
+    b, s, n, d = self.shape
+    if d % 2 or d >= 896 or b >= 1000 or n >= 1000:
+        raise ValueError(f"npu_rotary_mul: needs an even D < 896 and B, N < 1000, got {tuple(self.shape)}")
+    allowed = {(1, s, 1, d)} if rotary_mode == "interleave" else {(1, s, 1, d), (b, s, 1, d), (b, s, n, d)}
+    for name, table in (("r1", r1), ("r2", r2)):
+        if tuple(table.shape) not in allowed:
+            raise ValueError(f"npu_rotary_mul: {name} {tuple(table.shape)} is not a {rotary_mode}-mode broadcast "
+                             f"form of BSND {tuple(self.shape)} ({sorted(allowed)})")
+        if table.requires_grad and b * n > 1024:
+            raise ValueError("npu_rotary_mul: tables that need gradients require B * N <= 1024")
+        if bool((table.detach().abs() > 1).any()):
+            raise ValueError(f"npu_rotary_mul: {name} values must lie in [-1, 1]")
+    return self * r1 + _rotate(self, rotary_mode) * r2
+
+
+def npu_swiglu(self: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """SiLU of the first half along `dim` times the second half."""
+    if not 1 <= self.dim() <= 8 or self.dtype not in _FLOATS:
+        raise TypeError(f"npu_swiglu: needs 1 to 8 dims of fp16/bf16/fp32, got {self.dim()} dims of {self.dtype}")
+    if self.shape[dim] % 2:
+        raise ValueError(f"npu_swiglu: the split dim has odd size {self.shape[dim]}")
+    if not self.is_contiguous():
+        raise ValueError("npu_swiglu: the input must be contiguous")
+    a, b = self.chunk(2, dim=dim)
+    return torch.nn.functional.silu(a) * b
+
+
+def npu_clipped_swiglu(x: torch.Tensor, *, group_index: Optional[torch.Tensor] = None, dim: int = -1,
+                       alpha: float = 1.702, limit: float = 7.0, bias: float = 1.0,
+                       interleaved: bool = True) -> torch.Tensor:
+    """GPT-OSS's activation; no derivative is registered, so the output carries no autograd."""
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"npu_clipped_swiglu: unsupported dtype {x.dtype}")
+    if x.shape[dim] % 2:
+        raise ValueError(f"npu_clipped_swiglu: the split dim has odd size {x.shape[dim]}")
+    if dim not in (-1, x.dim() - 1):
+        raise ValueError("fake npu_clipped_swiglu: only the last dim is modelled")
+    with torch.no_grad():
+        rows = x if group_index is None else x[: int(group_index.sum())]
+        a, b = (rows[..., ::2], rows[..., 1::2]) if interleaved else rows.chunk(2, dim=-1)
+        a, b = a.clamp(max=limit), b.clamp(min=-limit, max=limit)
+        return a * torch.sigmoid(alpha * a) * (b + bias)
 
 
 def _counts(group_list: torch.Tensor, group_list_type: int) -> list[int]:
@@ -80,9 +164,14 @@ def npu_moe_token_unpermute(permuted_tokens: torch.Tensor, sorted_indices: torch
     return (copies * probs.unsqueeze(-1)).sum(1)
 
 
-def install(monkeypatch) -> types.ModuleType:
+OPS = (npu_rms_norm, npu_rotary_mul, npu_swiglu, npu_clipped_swiglu, npu_grouped_matmul, npu_moe_token_permute,
+       npu_moe_token_unpermute)
+
+
+def install(monkeypatch, without: tuple[str, ...] = ()) -> types.ModuleType:
     module = types.ModuleType("torch_npu")
-    for fn in (npu_grouped_matmul, npu_moe_token_permute, npu_moe_token_unpermute):
-        setattr(module, fn.__name__, fn)
+    for fn in OPS:
+        if fn.__name__ not in without:
+            setattr(module, fn.__name__, fn)
     monkeypatch.setitem(sys.modules, "torch_npu", module)
     return module

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from shardzoo.bench.step import Goal, Preset, Side, StepBenchmark, main
 from shardzoo.config import OpsConfig
+from shardzoo.device import CPU, CUDA, NPU
 
 COMMON = dict(vocab_size=201088, num_attention_heads=64, num_key_value_heads=8, head_dim=64, sliding_window=128,
               max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=199999)
@@ -55,7 +56,7 @@ BENCHMARK = StepBenchmark(
     describe="ours: CausalLMTask (chunked linear + CE), SDPA with sinks, torch._grouped_mm experts; "
              "transformers: GptOssForCausalLM(labels=...), eager attention, default experts implementation, "
              "full logits",
-    default_preset={"cpu": "cpu", "cuda": "20b-2layers", "npu": "20b-2layers"},
+    default_preset={CPU: "cpu", CUDA: "20b-2layers", NPU: "20b-2layers"},
     goals=(Goal("step_time", 0.8),))
 
 

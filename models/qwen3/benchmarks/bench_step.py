@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from shardzoo.bench.step import Goal, Preset, Side, StepBenchmark, main
 from shardzoo.config import OpsConfig
+from shardzoo.device import CPU, CUDA, NPU
 
 COMMON = dict(vocab_size=151936, rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=40960)
 PRESETS = {
@@ -56,9 +57,9 @@ BENCHMARK = StepBenchmark(
     model="qwen3", reference="transformers", presets=PRESETS, build=build, blocks=("model.layers.{*}",),
     describe="ours: CausalLMTask (chunked linear + CE), SDPA via the ops dispatch; "
              "transformers: Qwen3ForCausalLM(labels=...), attn_implementation=sdpa, full logits",
-    default_preset={"cpu": "cpu", "cuda": "1.7b", "npu": "1.7b"}, suite={"cpu": ("cpu", "cpu-large")},
+    default_preset={CPU: "cpu", CUDA: "1.7b", NPU: "1.7b"}, suite={CPU: ("cpu", "cpu-large")},
     goals=(Goal("step_time", 0.9), Goal("peak_memory", 0.5), Goal("mfu", 0.5, preset="cpu-large"),
-           Goal("mfu", 0.4, device_type="cuda", preset="1.7b")))
+           Goal("mfu", 0.4, device_type=CUDA, preset="1.7b")))
 
 
 if __name__ == "__main__":
