@@ -114,6 +114,11 @@ class ParallelConfig:
     recompute_modules: Optional[list[str]] = None
     """Modules recomputed when recompute is on; null = the model package's plan."""
     use_reentrant: bool = False
+    compile: bool = False
+    """torch.compile each module of compile_modules on its own: one graph per block kind, reused by every
+    block, with FSDP's per-block hooks and collectives left outside the graphs."""
+    compile_modules: Optional[list[str]] = None
+    """Modules compiled when compile is on; null = the FSDP units (fsdp_modules or the package's plan)."""
     tp_size: int = 1
     ep_size: int = 1
     """Expert parallel: each group of ep_size consecutive ranks splits the experts of every MoE layer."""

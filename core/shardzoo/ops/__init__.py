@@ -3,6 +3,7 @@
 Importing this package registers every op; `bind_ops` applies the `ops:` config section.
 """
 
+from . import attention_flex, attention_npu  # noqa: F401  (register attention's CUDA and NPU backends)
 from .attention import CoreAttention, attention, document_ids_from_cu_seqlens, document_ids_from_position_ids
 from .clipped_swiglu import clipped_swiglu
 from .cross_entropy import IGNORE_INDEX, linear_cross_entropy

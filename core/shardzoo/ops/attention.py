@@ -106,7 +106,8 @@ class CoreAttention(nn.Module):
 def attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
                    sliding_window: Optional[int] = None, document_ids: Optional[torch.Tensor] = None,
                    scale: Optional[float] = None, sinks: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """torch SDPA; the fused is_causal path when there is no window and no documents."""
+    """torch SDPA; the fused is_causal path when there is no window and no documents. On CUDA the
+    trainer runs it inside `fastest_sdpa`, so cuDNN leads on Hopper."""
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
     gqa = k.shape[2] != q.shape[2]
     if sinks is not None:

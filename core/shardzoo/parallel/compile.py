@@ -10,7 +10,7 @@ from .patterns import match_modules
 
 def apply_compile(model: nn.Module, patterns: list[str], **compile_kwargs) -> list[str]:
     names = []
-    for name, module in match_modules(model, patterns, "compile_modules"):
+    for name, module in match_modules(model, patterns, "parallel.compile_modules"):
         module.compile(**compile_kwargs)
         names.append(name)
     return names

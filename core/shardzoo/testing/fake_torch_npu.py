@@ -5,7 +5,8 @@ limits); ops without a registered derivative return outputs without autograd, as
 do. Passing through it is not NPU validation: kernels, numerics and performance need hardware.
 
 Install in a test with `install(monkeypatch)`: it puts the module in sys.modules as torch_npu;
-`without=("npu_clipped_swiglu",)` models an older torch_npu that lacks an op.
+`without=("npu_clipped_swiglu",)` models an older torch_npu that lacks an op, `attention_sink=False`
+one whose npu_fusion_attention has no `sink` argument.
 """
 
 from __future__ import annotations
@@ -164,14 +165,167 @@ def npu_moe_token_unpermute(permuted_tokens: torch.Tensor, sorted_indices: torch
     return (copies * probs.unsqueeze(-1)).sum(1)
 
 
+_LAYOUTS = ("BSH", "SBH", "BSND", "BNSD", "TND")
+_UNSET = 2147483647
+COMPRESSED_MASK_SIZE = 2048
+
+
+def _to_bnsd(x: torch.Tensor, layout: str) -> torch.Tensor:
+    return x.transpose(1, 2) if layout == "BSND" else x
+
+
+def _from_bnsd(x: torch.Tensor, layout: str) -> torch.Tensor:
+    return x.transpose(1, 2) if layout == "BSND" else x
+
+
+def _sparse_discard(sq: int, skv: int, sparse_mode: int, atten_mask: Optional[torch.Tensor], pre: int, nxt: int,
+                    device) -> Optional[torch.Tensor]:
+    """The positions each sparse_mode discards (True = masked out), [.., sq, skv]. The band of
+    mode 0 is top-left aligned, modes 3 and 4 bottom-right (torch_npu's own tests build the band
+    as triu(k=next+1) + tril(k=-pre-1), shifted by skv - sq for the right-down modes)."""
+    if atten_mask is None:
+        return None  # the sparse parameters are ignored without a mask: full attention
+    if atten_mask.dtype not in (torch.bool, torch.uint8):
+        raise TypeError(f"npu_fusion_attention: atten_mask must be bool or uint8, got {atten_mask.dtype}")
+    ones = torch.ones(sq, skv, dtype=torch.bool, device=device)
+    if sparse_mode in (2, 3, 4):
+        size = COMPRESSED_MASK_SIZE
+        expected = torch.triu(torch.ones(size, size, dtype=torch.bool, device=device), 1)
+        if tuple(atten_mask.shape) != (size, size) or not torch.equal(atten_mask.bool(), expected):
+            raise ValueError(f"npu_fusion_attention: sparse_mode {sparse_mode} takes the compressed "
+                             f"triu(ones({size}, {size}), 1) mask, got shape {tuple(atten_mask.shape)}")
+        shift = skv - sq if sparse_mode in (3, 4) else 0
+        if sparse_mode in (2, 3):
+            return torch.triu(ones, 1 + shift)
+        return torch.triu(ones, nxt + 1 + shift) | torch.tril(ones, -pre - 1 + shift)
+    if sparse_mode == 0:
+        band = torch.triu(ones, nxt + 1) | torch.tril(ones, -pre - 1) if (pre, nxt) != (_UNSET, _UNSET) \
+            else torch.zeros_like(ones)
+        return atten_mask.bool() | band
+    if sparse_mode == 1:
+        return atten_mask.bool().expand(*atten_mask.shape[:-2], sq, skv)
+    raise ValueError(f"fake npu_fusion_attention: sparse_mode {sparse_mode} is not modelled")
+
+
+def _attend(q, k, v, scale, discard, sink):
+    """BNSD explicit attention in fp32 -> (out in q's dtype, row max, row sum of exp) over every
+    column the softmax sees (the sink's included)."""
+    n, nkv = q.shape[1], k.shape[1]
+    scores = q.float() @ k.float().repeat_interleave(n // nkv, dim=1).transpose(-1, -2) * scale
+    if discard is not None:
+        scores = scores.masked_fill(discard, float("-inf"))
+    if sink is not None:
+        scores = torch.cat([scores, sink.view(1, n, 1, 1).expand(*scores.shape[:-1], 1)], dim=-1)
+    row_max = scores.amax(-1, keepdim=True)
+    exp = torch.exp(scores - row_max)
+    row_sum = exp.sum(-1, keepdim=True)
+    probs = (exp / row_sum)[..., :k.shape[2]]
+    out = probs @ v.float().repeat_interleave(n // nkv, dim=1)
+    return out.to(q.dtype), row_max.detach(), row_sum.detach()
+
+
+def npu_fusion_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, head_num: int,
+                         input_layout: str, pse: Optional[torch.Tensor] = None,
+                         padding_mask: Optional[torch.Tensor] = None, atten_mask: Optional[torch.Tensor] = None,
+                         scale: float = 1.0, keep_prob: float = 1.0, pre_tockens: int = _UNSET,
+                         next_tockens: int = _UNSET, inner_precise: int = 0, prefix=None, actual_seq_qlen=None,
+                         actual_seq_kvlen=None, sparse_mode: int = 0, gen_mask_parallel: bool = True,
+                         sync: bool = False, softmax_layout: str = "", sink: Optional[torch.Tensor] = None):
+    """Dropout(Softmax(Mask(scale * Q K^T, atten_mask))) @ V with the documented layouts, GQA,
+    sparse modes 0-4, varlen TND and the per-head `sink` (7.3.0). Returns the 7 documented values:
+    out, softmax_max and softmax_sum (fp32, [B, N, S, 8]; [T, N, 8] for TND), a reserved tensor,
+    seed, offset, mask length. Gradients reach q, k, v and sink (the registered derivative)."""
+    if input_layout not in _LAYOUTS:
+        raise ValueError(f"npu_fusion_attention: input_layout must be one of {', '.join(_LAYOUTS)}, "
+                         f"got {input_layout!r}")
+    if input_layout in ("BSH", "SBH"):
+        raise ValueError(f"fake npu_fusion_attention: layout {input_layout} is not modelled")
+    if query.dtype not in _FLOATS or key.dtype != query.dtype or value.dtype != query.dtype:
+        raise TypeError(f"npu_fusion_attention: q, k, v must share one of fp16/bf16/fp32, got {query.dtype}, "
+                        f"{key.dtype}, {value.dtype}")
+    if key.shape != value.shape:
+        raise ValueError(f"npu_fusion_attention: key {tuple(key.shape)} and value {tuple(value.shape)} must match")
+    if pse is not None or padding_mask is not None or prefix is not None or keep_prob != 1.0:
+        raise ValueError("fake npu_fusion_attention: pse, padding_mask, prefix and dropout are not modelled")
+    heads = query.shape[-2] if input_layout in ("BSND", "TND") else query.shape[1]
+    kv_heads = key.shape[-2] if input_layout in ("BSND", "TND") else key.shape[1]
+    if head_num != heads or heads % kv_heads or heads > 256:
+        raise ValueError(f"npu_fusion_attention: head_num {head_num} must equal the query's {heads} heads, "
+                         f"a multiple of the {kv_heads} key/value heads, at most 256")
+    if query.shape[-1] != key.shape[-1] or query.shape[-1] > 768:
+        raise ValueError(f"npu_fusion_attention: needs Dq = Dk <= 768, got {query.shape[-1]}, {key.shape[-1]}")
+    if sink is not None and (sink.dtype != torch.float32 or tuple(sink.shape) != (head_num,)):
+        raise TypeError(f"npu_fusion_attention: sink must be fp32 [head_num], got {sink.dtype} {tuple(sink.shape)}")
+    if softmax_layout not in ("", "TND") or softmax_layout == "TND" and input_layout != "TND":
+        raise ValueError("npu_fusion_attention: softmax_layout='TND' needs TND input")
+
+    if input_layout != "TND":
+        if actual_seq_qlen is not None or actual_seq_kvlen is not None:
+            raise ValueError("fake npu_fusion_attention: actual_seq_* outside TND is not modelled")
+        q, k, v = (_to_bnsd(x, input_layout) for x in (query, key, value))
+        discard = _sparse_discard(q.shape[2], k.shape[2], sparse_mode, atten_mask, pre_tockens, next_tockens,
+                                  q.device)
+        out, row_max, row_sum = _attend(q, k, v, scale, discard, sink)
+        stats = (row_max.expand(*row_max.shape[:-1], 8), row_sum.expand(*row_sum.shape[:-1], 8))
+        return (_from_bnsd(out, input_layout), *stats, query.new_empty(0), 0, 0, 0)
+
+    ends_q, ends_kv = _cumulative(actual_seq_qlen, query.shape[0], "q"), _cumulative(actual_seq_kvlen, key.shape[0],
+                                                                                     "kv")
+    if len(ends_q) != len(ends_kv):
+        raise ValueError("npu_fusion_attention: actual_seq_qlen and actual_seq_kvlen must have equal lengths")
+    if atten_mask is not None and atten_mask.dim() != 2:
+        raise ValueError("npu_fusion_attention: varlen (TND) takes a 2-D atten_mask only")
+    outs, maxes, sums = [], [], []
+    for (q0, q1), (k0, k1) in zip(zip([0] + ends_q[:-1], ends_q), zip([0] + ends_kv[:-1], ends_kv)):
+        if q1 == q0:
+            continue
+        q, k, v = (x[a:b].transpose(0, 1)[None] for x, a, b in ((query, q0, q1), (key, k0, k1), (value, k0, k1)))
+        discard = _sparse_discard(q1 - q0, k1 - k0, sparse_mode, atten_mask, pre_tockens, next_tockens, q.device)
+        if discard is not None and bool(discard.all(-1).any()):
+            raise ValueError("npu_fusion_attention: varlen rows may not be fully masked")
+        out, row_max, row_sum = _attend(q, k, v, scale, discard, sink)
+        outs.append(out[0].transpose(0, 1))
+        maxes.append(row_max[0].transpose(0, 1))
+        sums.append(row_sum[0].transpose(0, 1))
+    stats = [torch.cat(x).expand(-1, -1, 8) for x in (maxes, sums)]
+    return (torch.cat(outs), *stats, query.new_empty(0), 0, 0, 0)
+
+
+def _cumulative(lengths, total: int, name: str) -> list[int]:
+    if lengths is None:
+        raise ValueError(f"npu_fusion_attention: TND needs actual_seq_{name}len (cumulative host ints)")
+    if isinstance(lengths, torch.Tensor) or not all(isinstance(x, int) for x in lengths):
+        raise TypeError(f"npu_fusion_attention: actual_seq_{name}len must be a list of host ints")
+    ends = list(lengths)
+    if any(b < a for a, b in zip([0] + ends, ends)) or ends[-1] != total:
+        raise ValueError(f"npu_fusion_attention: actual_seq_{name}len must be cumulative and end at T={total}, "
+                         f"got {ends}")
+    return ends
+
+
+def _without_sink(fn):
+    """npu_fusion_attention as before TorchNPU 7.3.0: no `sink` argument."""
+    def npu_fusion_attention(query, key, value, head_num, input_layout, pse=None, padding_mask=None, atten_mask=None,
+                             scale=1.0, keep_prob=1.0, pre_tockens=_UNSET, next_tockens=_UNSET, inner_precise=0,
+                             prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0,
+                             gen_mask_parallel=True, sync=False, softmax_layout=""):
+        return fn(query, key, value, head_num, input_layout, pse, padding_mask, atten_mask, scale, keep_prob,
+                  pre_tockens, next_tockens, inner_precise, prefix, actual_seq_qlen, actual_seq_kvlen, sparse_mode,
+                  gen_mask_parallel, sync, softmax_layout)
+    return npu_fusion_attention
+
+
 OPS = (npu_rms_norm, npu_rotary_mul, npu_swiglu, npu_clipped_swiglu, npu_grouped_matmul, npu_moe_token_permute,
-       npu_moe_token_unpermute)
+       npu_moe_token_unpermute, npu_fusion_attention)
 
 
-def install(monkeypatch, without: tuple[str, ...] = ()) -> types.ModuleType:
+def install(monkeypatch, without: tuple[str, ...] = (), attention_sink: bool = True) -> types.ModuleType:
+    """`attention_sink=False` models TorchNPU before 7.3.0, whose npu_fusion_attention has no `sink`."""
     module = types.ModuleType("torch_npu")
     for fn in OPS:
         if fn.__name__ not in without:
             setattr(module, fn.__name__, fn)
+    if not attention_sink and hasattr(module, "npu_fusion_attention"):
+        module.npu_fusion_attention = _without_sink(npu_fusion_attention)
     monkeypatch.setitem(sys.modules, "torch_npu", module)
     return module

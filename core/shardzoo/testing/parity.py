@@ -29,7 +29,7 @@ def run_with_grads(fn, *inputs, **kwargs):
     out = fn(*inputs, **kwargs)
     # randn(shape), not randn_like: the latter follows the output's strides, so a transposed
     # output would get its probe values in another logical order.
-    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
     (out.float() * probe).sum().backward()
     return out, [x.grad for x in inputs if x.is_floating_point()]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -19,6 +19,7 @@ import torch.nn as nn
 from ..checkpoint import iter_safetensors
 from ..config import Config, ConfigError, resolve_path
 from ..parallel import Meshes, apply_context_parallel, apply_expert_parallel, apply_fsdp, apply_recompute
+from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
 from ..parallel.materialize import init_parameters, load_parameters
 from ..parallel.patterns import match_modules
@@ -42,6 +43,7 @@ class BuiltModel:
     context_parallel: list[str]
     frozen: list[str]
     flops_per_token: Callable[[int], float]
+    compiled: list[str] = field(default_factory=list)
 
 
 def hf_config_dict(cfg: Config) -> dict:
@@ -104,7 +106,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         plan = None
         flops = generic_flops_per_token(model, hf_config)
 
-    # Parallelize checklist: (TP not yet available) -> EP -> CP -> recompute -> FSDP.
+    # Parallelize checklist: (TP not yet available) -> EP -> CP -> recompute -> compile -> FSDP.
     ep_patterns = p.ep_modules or list(plan.ep_modules if plan else [])
     expert_parallel = []
     if meshes.ep is not None:
@@ -121,8 +123,11 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     if p.recompute or (p.recompute is None and p.recompute_modules):
         patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
         recomputed = apply_recompute(model, patterns, p.use_reentrant)
-    task = task_class(spec).from_config(model, cfg, hf_config)
     fsdp_patterns = p.fsdp_modules or list(plan.fsdp_modules if plan else ["model.layers.{*}"])
+    # After recompute (the compiled graph contains the checkpointed forward), before FSDP (whose hooks
+    # around each unit stay in eager).
+    compiled = apply_compile(model, p.compile_modules or fsdp_patterns) if p.compile else []
+    task = task_class(spec).from_config(model, cfg, hf_config)
     units = apply_fsdp(task, model, meshes.dense, dataclasses.replace(p, fsdp_modules=fsdp_patterns),
                        expert_mesh=meshes.ep_fsdp, expert_patterns=p.ep_fsdp_modules or ep_patterns,
                        root_casts_inputs=task.casts_inputs)
@@ -135,7 +140,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
             path = resolve_path(m.model_name_or_path)
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
     return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
-                      flops)
+                      flops, compiled)
 
 
 def _freeze(model: nn.Module, patterns: list[str]) -> list[str]:

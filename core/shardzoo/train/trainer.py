@@ -33,6 +33,7 @@ from ..checkpoint.hf_files import write_hf_files
 from ..checkpoint.manager import Checkpointer, Live
 from ..config import Config, context_parallel_shape, expert_mesh_shape, mesh_shape, validate_paths
 from ..ops import bind_ops
+from ..ops.attention import fastest_sdpa
 from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
 from .build import build_model, resolve_model
 from .grad_clip import clip_grad_norm_
@@ -142,7 +143,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     "world": world, "mesh": f"{replicate}x{shard}" + (f" ep {ep_fsdp}x{ep}" if ep > 1 else "")
                     + (f" cp {cp} (ulysses)" if cp > 1 else ""),
                     "fsdp_units": len(built.fsdp_units),
-                    "recomputed": len(built.recomputed), "frozen": len(built.frozen),
+                    "recomputed": len(built.recomputed), "compiled": len(built.compiled), "frozen": len(built.frozen),
                     "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
@@ -167,7 +168,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     params = [p for p in built.task.parameters() if p.requires_grad]
     saving = t.save_steps > 0 or t.export_hf_at_end
     try:
-        with StopRequest() as stop:
+        with StopRequest() as stop, fastest_sdpa(device_type):
             for step in range(start_step, steps):
                 wait_start = time.perf_counter()
                 micro_batches = [b.to(device) for b in next(data)]
