@@ -1,5 +1,6 @@
-"""Sessions: test-core, test-qwen3, test-gpt_oss, test-internvl, test-wan, tests (all), lint, bench, tune-qwen3-tiny,
-tune-gpt_oss-tiny, tune-internvl-tiny.
+"""Sessions: test-core, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any other model folder
+(e.g. one made by `shardzoo new-model`), tests (all shipped), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny,
+tune-internvl-tiny, tune-wan-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -9,6 +10,7 @@ SHARDZOO_TORCH_INDEX at a CPU index, e.g. https://download.pytorch.org/whl/cpu.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nox
 
@@ -72,6 +74,24 @@ def test_wan(session: nox.Session) -> None:
     (golden loss, FSDP2 and CP equivalence, features = online encoding, resume, export to diffusers)."""
     install(session, ["wan"], *TEST_EXTRAS)
     pytest(session, "models/wan/tests")
+
+
+def _scaffolded_models() -> list[str]:
+    """Model folders beyond the shipped four (e.g. made by `shardzoo new-model`)."""
+    root = Path(__file__).parent / "models"
+    return sorted(p.name for p in root.iterdir() if (p / "pyproject.toml").is_file() and p.name not in MODELS)
+
+
+def _model_session(model: str):
+    def session(session: nox.Session) -> None:
+        install(session, [model], *TEST_EXTRAS)
+        pytest(session, f"models/{model}/tests")
+    session.__doc__ = f"{model}: the package's own tests (a model folder without a hand-written session)."
+    return session
+
+
+for _model in _scaffolded_models():
+    nox.session(name=f"test-{_model}")(_model_session(_model))
 
 
 @nox.session

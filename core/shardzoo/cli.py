@@ -1,4 +1,4 @@
-"""`shardzoo train|export|ops|models` (new-model arrives with its issue)."""
+"""`shardzoo train|export|ops|models|plan|new-model`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import sys
+from pathlib import Path
 
 from .checkpoint.manifest import CheckpointError
 from .config import ConfigError, load_config
@@ -70,6 +71,21 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_model(args: argparse.Namespace) -> int:
+    from .scaffold import new_model
+
+    models_dir = Path(args.models_dir)
+    written = new_model(args.name, args.template, models_dir, new_class=args.class_prefix,
+                        template_class=args.template_class)
+    dest = models_dir / args.name
+    print(f"wrote {len(written)} files to {dest} (from {models_dir / args.template})")
+    print("next:")
+    print(f"  pip install -e {dest}")
+    print(f"  pytest {dest}/tests          # parity and golden loss pass before any change")
+    print("  then edit the modeling file and the spec as models/README.md lists, and regenerate the golden loss")
+    return 0
+
+
 def _plan(args: argparse.Namespace) -> int:
     from .plan import format_plan, plan_memory
 
@@ -108,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.set_defaults(fn=_plan)
     p_models = sub.add_parser("models", help="list installed model packages")
     p_models.set_defaults(fn=_models)
+    p_new = sub.add_parser("new-model", help="copy a model package under a new name (package, classes, configs, "
+                           "scripts, tests renamed)")
+    p_new.add_argument("name", help="the new family name (lowercase identifier): folder, model_id, shardzoo_<name>")
+    p_new.add_argument("--from", dest="template", required=True, help="the model folder to copy, e.g. qwen3")
+    p_new.add_argument("--models-dir", default="models", help="where model folders live (models)")
+    p_new.add_argument("--class-prefix", default=None, help="class name prefix (default: the name in CamelCase)")
+    p_new.add_argument("--template-class", default=None,
+                       help="the template's class prefix if it cannot be found (e.g. InternVL)")
+    p_new.set_defaults(fn=_new_model)
     # plan mixes its own options with --section.key overrides, so its unknown arguments are the overrides.
     args, extra = parser.parse_known_args(argv)
     if args.command == "plan":

@@ -84,17 +84,24 @@ def load_spec(model_id: str) -> ModelSpec:
 
 
 def find_spec(model_id: Optional[str], hf_config: dict) -> Optional[ModelSpec]:
-    """The spec serving this model, or None for the AutoModel path."""
+    """The spec serving this model, or None for the AutoModel path. Two packages claiming the same
+    architecture (or model_type) is an error that asks for model.model_id, never a silent pick."""
     if model_id is not None:
         return load_spec(model_id)
-    specs = [load_spec(name) for name in registered()]
+    specs = [load_spec(name) for name in sorted(registered())]
     archs = hf_config.get("architectures") or ([hf_config["_class_name"]] if "_class_name" in hf_config else [])
     if archs:
-        for spec in specs:
-            if archs[0] in spec.architectures:
-                return spec
-    model_type = hf_config.get("model_type")
-    for spec in specs:
-        if model_type in spec.model_types:
+        spec = _only(specs, lambda s: archs[0] in s.architectures, f"architecture {archs[0]!r}")
+        if spec is not None:
             return spec
-    return None
+    model_type = hf_config.get("model_type")
+    return _only(specs, lambda s: model_type in s.model_types, f"model_type {model_type!r}")
+
+
+def _only(specs: list[ModelSpec], claims: Callable[[ModelSpec], bool], what: str) -> Optional[ModelSpec]:
+    matches = [s for s in specs if claims(s)]
+    if len(matches) > 1:
+        names = ", ".join(s.name for s in matches)
+        raise ConfigError(f"config.json's {what} is served by several model packages ({names}); set "
+                          f"model.model_id to one of them, or give each package its own architectures / model_types")
+    return matches[0] if matches else None

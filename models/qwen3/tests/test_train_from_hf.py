@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -9,17 +10,26 @@ import torch.distributed as dist
 from shardzoo.config import config_from_dict
 from shardzoo.parallel import build_meshes, init_distributed
 from shardzoo.train.build import build_model, resolve_model
-from shardzoo_qwen3 import tiny_config
+from shardzoo_qwen3 import SPEC, tiny_config
 from transformers import Qwen3ForCausalLM as HFQwen3
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+def save_checkpoint(model, path: Path, **kwargs) -> None:
+    """transformers' save_pretrained, with the architecture this package claims in config.json (the
+    same name here; a package scaffolded from this one claims its own)."""
+    model.save_pretrained(path, **kwargs)
+    config = json.loads((path / "config.json").read_text())
+    config["architectures"] = list(SPEC.architectures)
+    (path / "config.json").write_text(json.dumps(config))
 
 
 def test_checkpoint_loads_under_fsdp_and_gives_hf_loss(tmp_path):
     config = tiny_config(tie_word_embeddings=True)
     torch.manual_seed(0)
     ref = HFQwen3(config)
-    ref.save_pretrained(tmp_path / "ckpt", max_shard_size="30KB")
+    save_checkpoint(ref, tmp_path / "ckpt", max_shard_size="30KB")
     cfg = config_from_dict({
         "model": {"model_name_or_path": str(tmp_path / "ckpt"), "tokenizer_name_or_path": str(REPO / "data/tokenizer")},
         "data": {"dataset": "alpaca_sample"},
@@ -29,7 +39,7 @@ def test_checkpoint_loads_under_fsdp_and_gives_hf_loss(tmp_path):
     init_distributed("cpu")
     try:
         spec, hf_config = resolve_model(cfg)
-        assert spec is not None and spec.name == "qwen3"  # found through config.json architectures
+        assert spec is SPEC  # found through config.json architectures
         built = build_model(cfg, spec, hf_config, build_meshes("cpu", 1, 1, 1, 1), torch.device("cpu"))
         assert built.fsdp_units == ["model.layers.0", "model.layers.1"]
         ids = torch.randint(0, config.vocab_size, (2, 10))
@@ -47,7 +57,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     from safetensors.torch import load_file, save_file
 
     config = tiny_config()
-    HFQwen3(config).save_pretrained(tmp_path / "ckpt")
+    save_checkpoint(HFQwen3(config), tmp_path / "ckpt")
     weights = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
     del weights["model.layers.1.mlp.up_proj.weight"]
     weights["model.layers.1.mlp.extra_proj.weight"] = torch.zeros(2, 2)
