@@ -57,6 +57,19 @@ def torch_npu_missing() -> Optional[str]:
     return None if importlib.util.find_spec("torch_npu") else "torch_npu is not installed"
 
 
+def torch_npu_op_missing(op: str, since: str = ""):
+    """An op backend's `unavailable` check: torch_npu missing, or this torch_npu lacking `op`."""
+    def why() -> Optional[str]:
+        reason = torch_npu_missing()
+        if reason is not None:
+            return reason
+        import torch_npu
+
+        return None if hasattr(torch_npu, op) else f"this torch_npu has no {op}" + (f" ({since} and later)" if since
+                                                                                       else "")
+    return why
+
+
 def detect_device_type() -> str:
     """The best device type on this machine: npu, then cuda, then cpu."""
     if _npu_available():

@@ -40,6 +40,17 @@ def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.
     return ids[None]
 
 
+def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, sliding_window: Optional[int]) -> torch.Tensor:
+    """Whether key position k_pos is visible to query position q_pos (positions in the key sequence;
+    broadcasting index tensors): the one rule behind every mask backend builds."""
+    keep = k_pos >= 0
+    if causal:
+        keep = keep & (k_pos <= q_pos)
+    if sliding_window is not None:
+        keep = keep & (k_pos > q_pos - sliding_window)
+    return keep
+
+
 def attention_mask(q_len: int, k_len: int, device: torch.device, causal: bool,
                    sliding_window: Optional[int], document_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """Boolean mask, True = attend: [q, k] or [B, 1, q, k] with documents; None if all may attend."""
@@ -47,11 +58,7 @@ def attention_mask(q_len: int, k_len: int, device: torch.device, causal: bool,
         return None
     qi = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
     kj = torch.arange(k_len, device=device)[None, :]
-    mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
-    if causal:
-        mask &= kj <= qi
-    if sliding_window is not None:
-        mask &= kj > qi - sliding_window
+    mask = visible(qi, kj, causal, sliding_window)
     if document_ids is not None:
         same_doc = document_ids[:, -q_len:, None] == document_ids[:, None, :]
         mask = (mask & same_doc)[:, None]

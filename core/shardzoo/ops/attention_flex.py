@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ..device import CUDA
-from .attention import attention, attention_sdpa
+from .attention import attention, attention_sdpa, visible
 
 
 def flex_missing() -> Optional[str]:
@@ -80,11 +80,7 @@ def _block_mask(causal: bool, sliding_window: Optional[int], document_ids: Optio
 
     def mask_mod(b, h, q_idx, kv_idx):
         qi = q_idx + offset
-        keep = kv_idx >= 0
-        if causal:
-            keep = keep & (kv_idx <= qi)
-        if sliding_window is not None:
-            keep = keep & (kv_idx > qi - sliding_window)
+        keep = visible(qi, kv_idx, causal, sliding_window)
         if document_ids is not None:
             keep = keep & (document_ids[b, qi] == document_ids[b, kv_idx])
         return keep

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from ..device import NPU, torch_npu_missing
+from ..device import NPU, torch_npu_op_missing
 from .attention import attention
 
 _UNBOUNDED = 2147483647
@@ -34,17 +34,8 @@ _MASK_SIZE = 2048
 LAYOUTS = ("BSND", "BNSD")
 
 
-def fusion_attention_missing() -> Optional[str]:
-    reason = torch_npu_missing()
-    if reason is None:
-        import torch_npu
-
-        if not hasattr(torch_npu, "npu_fusion_attention"):
-            return "this torch_npu has no npu_fusion_attention"
-    return reason
-
-
-@attention.register("npu_fusion_attention", devices=(NPU,), priority=10, unavailable=fusion_attention_missing)
+@attention.register("npu_fusion_attention", devices=(NPU,), priority=10,
+                    unavailable=torch_npu_op_missing("npu_fusion_attention"))
 def attention_npu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
                   sliding_window: Optional[int] = None, document_ids: Optional[torch.Tensor] = None,
                   scale: Optional[float] = None, sinks: Optional[torch.Tensor] = None) -> torch.Tensor:

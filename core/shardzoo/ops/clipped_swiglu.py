@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..device import NPU, torch_npu_missing
+from ..device import NPU, torch_npu_op_missing
 from .dispatch import Op
 
 
@@ -34,15 +34,6 @@ def _example(tokens: int, dtype: torch.dtype):
     # gpt-oss's fused gate_up output (2 x 2880, interleaved) for each of a token's 4 experts.
     x = (3 * torch.randn(4 * tokens, 5760, dtype=dtype)).requires_grad_()
     return (x,), {}
-
-
-def _npu_clipped_swiglu_missing():
-    reason = torch_npu_missing()
-    if reason is not None:
-        return reason
-    import torch_npu
-
-    return None if hasattr(torch_npu, "npu_clipped_swiglu") else "torch_npu has no npu_clipped_swiglu (7.3.0 and later)"
 
 
 class _NpuClippedSwiglu(torch.autograd.Function):
@@ -68,7 +59,8 @@ class _NpuClippedSwiglu(torch.autograd.Function):
 
 # Opt-in (priority 0, the reference wins `auto`): the op is documented for inference, has no
 # backward, and SGLang replaced it over precision (reference/npu_ops.md 5.2).
-@clipped_swiglu.register("npu_clipped_swiglu", devices=(NPU,), unavailable=_npu_clipped_swiglu_missing)
+@clipped_swiglu.register("npu_clipped_swiglu", devices=(NPU,),
+                         unavailable=torch_npu_op_missing("npu_clipped_swiglu", "7.3.0"))
 def clipped_swiglu_npu(x: torch.Tensor, alpha: float = 1.702, limit: float = 7.0,
                        interleaved: bool = True) -> torch.Tensor:
     return _NpuClippedSwiglu.apply(x, alpha, limit, interleaved)
