@@ -56,8 +56,8 @@ def test_context_parallel_divides_the_activation_estimate():
     assert "cp 2" in two.mesh
     # Every term is linear in the rank's tokens except the loss chunk's logits (the chunk is smaller
     # than the 8 x 256 / 2 tokens of a rank).
-    assert cfg.ops.loss_chunk_size < 8 * 256 // 2
-    logits = cfg.ops.loss_chunk_size * V * 4 * 2
+    assert cfg.training.loss_chunk_size < 8 * 256 // 2
+    logits = cfg.training.loss_chunk_size * V * 4 * 2
     assert two.activations - logits == (one.activations - logits) // 2
     # Parameters are sharded over dp x cp ranks, as without cp.
     assert (two.params, two.gathered) == (one.params, one.gathered)

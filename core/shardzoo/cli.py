@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
 
-from .checkpoint.manifest import CheckpointError
-from .config import ConfigError, load_config
+from .config import load_config
+from .errors import ConfigError, ShardzooError
+
+DEBUG_ENV = "SHARDZOO_DEBUG"
+"""Set to 1 to see the traceback behind a one-line user error."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -21,11 +25,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .checkpoint.export import export_hf, resolve_checkpoint
+    from .train.hf_config import checkpoint_model
 
-    from .checkpoint.export import export_hf
-
-    export_hf(Path(args.checkpoint), Path(args.out_dir), dtype=args.dtype,
+    checkpoint = resolve_checkpoint(Path(args.checkpoint))
+    adapter, hf_config = checkpoint_model(checkpoint)
+    export_hf(checkpoint, Path(args.out_dir), adapter=adapter, hf_config=hf_config, dtype=args.dtype,
               max_shard_bytes=args.max_shard_size, overwrite=args.overwrite)
     print(f"wrote {args.out_dir}")
     return 0
@@ -142,12 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    except ShardzooError as exc:
+        # A user error: one line that names what, where and the fix. Bugs keep their traceback.
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"{exc.kind}: {exc}", file=sys.stderr)
         return 2
-    except CheckpointError as exc:
-        print(f"checkpoint error: {exc}", file=sys.stderr)
-        return 3
 
 
 if __name__ == "__main__":

@@ -33,11 +33,13 @@ import torch.nn as nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from .config import Config, ConfigError, context_parallel_shape, expert_mesh_shape, mesh_shape
+from .config import Config, ConfigError
 from .moe import GroupedExperts
 from .parallel import build_meshes
 from .parallel.fsdp import to_dtype
-from .train.build import build_model, resolve_model, text_config
+from .parallel.mesh_shape import mesh_shape
+from .train.build import build_model
+from .train.hf_config import resolve_model, text_config
 
 ADAM_STATES = 2
 
@@ -112,14 +114,12 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
         mlp = 3 * hf_config.intermediate_size
     block_inputs = layers * n * h * width
     internals = n * (attention + mlp) * width
-    logits = min(cfg.ops.loss_chunk_size, n) * hf_config.vocab_size * 4 * 2
+    logits = min(cfg.training.loss_chunk_size, n) * hf_config.vocab_size * 4 * 2
     return block_inputs + (internals if recompute else layers * internals) + logits
 
 
 def plan_memory(cfg: Config, world: int) -> MemoryPlan:
-    replicate, shard = mesh_shape(cfg, world)
-    ep_fsdp, ep = expert_mesh_shape(cfg, world)
-    _, cp = context_parallel_shape(cfg, world)
+    shape = mesh_shape(cfg.parallel, world)
     spec, hf_config = resolve_model(cfg)
     if spec is None:
         raise ConfigError("model.model_id: shardzoo plan needs a registered model package (the AutoModel path "
@@ -130,17 +130,16 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         raise RuntimeError("shardzoo plan builds its own fake process group; run it outside a distributed job")
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
     try:
-        meshes = build_meshes("cpu", replicate, shard, ep_fsdp, ep, cp)
+        meshes = build_meshes("cpu", shape.replicate, shape.shard, shape.ep_fsdp, shape.ep, shape.cp)
         built = build_model(cfg, spec, hf_config, meshes, torch.device("meta"), materialize=False)
         params = sum(_nbytes(p) for p in built.task.parameters())
         trainable = sum(_nbytes(p) for p in built.task.parameters() if p.requires_grad)
         locals_ = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                       for p in built.task.parameters() if p.requires_grad)
-        gathered = _gathered_bytes(built.task, cfg, ep)
+        gathered = _gathered_bytes(built.task, cfg, shape.ep)
     finally:
         dist.destroy_process_group()
-    mesh = (f"fsdp {replicate}x{shard}" + (f", ep_fsdp {ep_fsdp} x ep {ep}" if ep > 1 else "")
-            + (f", cp {cp}" if cp > 1 else ""))
+    mesh = shape.describe()
     estimate = spec.activation_bytes or activation_bytes
     return MemoryPlan(world, mesh, params, trainable, ADAM_STATES * 4 * locals_, gathered,
                       estimate(cfg, hf_config, bool(built.recomputed)))

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Union
 import torch.nn as nn
 
 from .checkpoint.adapter import StateDictAdapter
-from .config import ConfigError
+from .errors import ConfigError
 from .parallel.materialize import InitFn
 
 ENTRY_POINT_GROUP = "shardzoo.models"

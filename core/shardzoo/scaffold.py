@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
 
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _SKIPPED_DIRS = ("__pycache__", ".pytest_cache", "results")

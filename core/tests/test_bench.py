@@ -14,8 +14,8 @@ from shardzoo.bench.flops import count_flops
 from shardzoo.bench.step import Goal
 from shardzoo.ops import OPS
 from shardzoo.ops.attention import attention_reference
-from shardzoo.ops.cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
 from shardzoo.ops.grouped_mm import grouped_mm_reference, grouped_mm_torch
+from shardzoo.ops.linear_cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
 
 
 def test_linear_flops_are_the_textbook_count():
@@ -142,7 +142,7 @@ def test_every_op_has_an_example_that_every_backend_runs():
     assert {row["op"] for row in rows} == set(OPS)
     assert not [row for row in rows if row["status"] == "failed"]
     timed = [row for row in rows if row["status"] == "timed"]
-    assert {row["op"] for row in timed} >= {"attention", "rms_norm", "rotary", "grouped_mm", "cross_entropy"}
+    assert {row["op"] for row in timed} >= {"attention", "rms_norm", "rotary", "grouped_mm", "linear_cross_entropy"}
     for row in timed:
         assert row["max_abs_diff"] < 1e-3, row  # fp32, values of order 1-100
         assert row["backend_ms"] > 0 and row["reference_ms"] > 0

@@ -6,10 +6,7 @@ from shardzoo.config import (
     ConfigError,
     apply_overrides,
     config_from_dict,
-    context_parallel_shape,
-    expert_mesh_shape,
     load_config,
-    mesh_shape,
     validate_paths,
 )
 
@@ -88,52 +85,6 @@ def test_missing_required(minimal_raw):
     del raw["model"]["hf_config"]
     with pytest.raises(ConfigError, match="model.model_name_or_path: missing"):
         build(raw)
-
-
-@pytest.mark.parametrize("world,fsdp,ok", [(8, "auto", (1, 8)), (8, 4, (2, 4)), (6, 4, None), (3, 2, None)])
-def test_mesh_shape(minimal_raw, world, fsdp, ok):
-    minimal_raw["parallel"] = {"fsdp_size": fsdp}
-    cfg = build(minimal_raw)
-    if ok:
-        assert mesh_shape(cfg, world) == ok
-    else:
-        with pytest.raises(ConfigError, match=f"parallel.fsdp_size={fsdp} does not divide the world size {world}"):
-            mesh_shape(cfg, world)
-
-
-@pytest.mark.parametrize("world,parallel,ok", [
-    (8, {}, (1, 1)),
-    (8, {"ep_size": 4}, (2, 4)),
-    (8, {"ep_size": 4, "ep_fsdp_size": 2}, (2, 4)),
-    (8, {"ep_size": 8}, (1, 8)),
-    (8, {"ep_size": 4, "ep_fsdp_size": 1},
-     "ep_size x ep_fsdp_size .4 x 1. must equal the world size 8; set ep_fsdp_size: 2"),
-    (6, {"ep_size": 4}, "parallel.ep_size=4 does not divide the world size 6"),
-    (8, {"ep_size": 2, "fsdp_size": 4}, "expert parallel together with replicated .HSDP."),
-    (8, {"ep_fsdp_size": 2}, "parallel.ep_fsdp_size=2: expert-FSDP splits the ranks of expert parallelism"),
-])
-def test_expert_mesh_shape(minimal_raw, world, parallel, ok):
-    minimal_raw["parallel"] = parallel
-    cfg = build(minimal_raw)
-    if isinstance(ok, tuple):
-        assert expert_mesh_shape(cfg, world) == ok
-    else:
-        with pytest.raises(ConfigError, match=ok):
-            expert_mesh_shape(cfg, world)
-
-
-@pytest.mark.parametrize("world,cp,ok", [
-    (4, 1, (4, 1)), (4, 2, (2, 2)), (4, 4, (1, 4)),
-    (6, 4, "parallel.cp_size=4 does not divide the world size 6"),
-])
-def test_context_parallel_shape(minimal_raw, world, cp, ok):
-    minimal_raw["parallel"] = {"cp_size": cp}
-    cfg = build(minimal_raw)
-    if isinstance(ok, tuple):
-        assert context_parallel_shape(cfg, world) == ok
-    else:
-        with pytest.raises(ConfigError, match=ok):
-            context_parallel_shape(cfg, world)
 
 
 def test_missing_paths(minimal_raw, tmp_path):

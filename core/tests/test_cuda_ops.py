@@ -7,7 +7,7 @@ import pytest
 import torch
 from shardzoo.ops import OPS
 from shardzoo.ops.attention import attention_reference, document_ids_from_position_ids, fastest_sdpa
-from shardzoo.ops.attention_flex import attention_flex, flex_attention_masked, flex_missing
+from shardzoo.ops.attention.flex import attention_flex, flex_attention_masked, flex_missing
 from shardzoo.ops.grouped_mm import grouped_mm_reference, grouped_mm_torch
 from shardzoo.testing.parity import assert_parity
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from shardzoo.ops import OPS
 from shardzoo.ops.attention import attention_reference, document_ids_from_position_ids
-from shardzoo.ops.attention_npu import attention_npu, fusion_attention
+from shardzoo.ops.attention.npu import attention_npu, fusion_attention
 from shardzoo.testing import fake_torch_npu
 from shardzoo.testing.parity import assert_parity
 

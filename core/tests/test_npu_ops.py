@@ -7,7 +7,7 @@ import torch
 from shardzoo.ops import OPS
 from shardzoo.ops.clipped_swiglu import clipped_swiglu_npu, clipped_swiglu_reference
 from shardzoo.ops.rms_norm import rms_norm_npu, rms_norm_reference
-from shardzoo.ops.rotary import apply_rotary_npu, apply_rotary_reference, rope_cos_sin, rope_inv_freq
+from shardzoo.ops.rotary import rope_cos_sin, rope_inv_freq, rotary_npu, rotary_reference
 from shardzoo.ops.swiglu import swiglu_npu, swiglu_reference
 from shardzoo.testing import fake_torch_npu
 from shardzoo.testing.parity import assert_parity
@@ -63,8 +63,8 @@ def test_rotary_npu(npu, mode, batch_tables, dtype, tol):
     if batch_tables == 2:
         pos[1] = torch.tensor([0, 1, 2, 0, 1, 2])
     cos, sin = rope_cos_sin(pos, rope_inv_freq(16, 1e4), dtype, mode=mode)
-    assert_parity(lambda x: apply_rotary_reference(x, cos, sin, mode=mode),
-                  lambda x: apply_rotary_npu(x, cos, sin, mode=mode), (x,), tol)
+    assert_parity(lambda x: rotary_reference(x, cos, sin, mode=mode),
+                  lambda x: rotary_npu(x, cos, sin, mode=mode), (x,), tol)
 
 
 def test_fake_rotary_rejects_what_the_op_rejects(npu):

@@ -3,11 +3,11 @@
 import pytest
 import torch
 from shardzoo.config import ConfigError
-from shardzoo.ops import OPS, apply_rotary, document_ids_from_cu_seqlens, document_ids_from_position_ids
+from shardzoo.ops import OPS, document_ids_from_cu_seqlens, document_ids_from_position_ids, rotary
 from shardzoo.ops.attention import attention_reference, attention_sdpa
-from shardzoo.ops.cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
+from shardzoo.ops.linear_cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
 from shardzoo.ops.rms_norm import rms_norm_native, rms_norm_reference
-from shardzoo.ops.rotary import apply_rotary_autograd_fn, apply_rotary_reference, rope_cos_sin, rope_inv_freq
+from shardzoo.ops.rotary import rope_cos_sin, rope_inv_freq, rotary_autograd_fn, rotary_reference
 from shardzoo.testing.parity import assert_parity, run_with_grads
 
 # fp32 tolerances: the backends reorder fp32 reductions (matmul blocking, fused softmax), which
@@ -82,7 +82,7 @@ def test_rotary_is_a_rotation_of_pairs(mode):
     x = torch.randn(2, 5, 3, d)
     pos = torch.arange(5)[None].expand(2, 5)
     cos, sin = rope_cos_sin(pos, rope_inv_freq(d, theta), torch.float32, mode=mode)
-    out = apply_rotary_reference(x, cos, sin, mode=mode)
+    out = rotary_reference(x, cos, sin, mode=mode)
     if mode == "half":
         pairs = torch.complex(x[..., : d // 2], x[..., d // 2:])
     else:
@@ -93,7 +93,7 @@ def test_rotary_is_a_rotation_of_pairs(mode):
         torch.stack([rotated.real, rotated.imag], -1).flatten(-2)
     torch.testing.assert_close(out, expected, **FP32)
     torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1), **FP32)  # rotations keep the norm
-    torch.testing.assert_close(apply_rotary(x, cos, sin, mode=mode), out)  # the dispatched backend agrees
+    torch.testing.assert_close(rotary(x, cos, sin, mode=mode), out)  # the dispatched backend agrees
 
 
 @pytest.mark.parametrize("mode", ["half", "interleave"])
@@ -105,10 +105,10 @@ def test_rotary_autograd_fn(mode, dtype, tol, tables_grad):
     x = torch.randn(2, 5, 3, 16, dtype=dtype)
     cos, sin = rope_cos_sin(torch.arange(5)[None].expand(2, 5), rope_inv_freq(16, 1e4), dtype, mode=mode)
     if tables_grad:
-        assert_parity(apply_rotary_reference, apply_rotary_autograd_fn, (x, cos, sin), tol, mode=mode)
+        assert_parity(rotary_reference, rotary_autograd_fn, (x, cos, sin), tol, mode=mode)
     else:
-        out_ref, (grad_ref,) = run_with_grads(lambda x: apply_rotary_reference(x, cos, sin, mode=mode), x)
-        out, (grad,) = run_with_grads(lambda x: apply_rotary_autograd_fn(x, cos, sin, mode=mode), x)
+        out_ref, (grad_ref,) = run_with_grads(lambda x: rotary_reference(x, cos, sin, mode=mode), x)
+        out, (grad,) = run_with_grads(lambda x: rotary_autograd_fn(x, cos, sin, mode=mode), x)
         torch.testing.assert_close(out, out_ref, **tol)
         torch.testing.assert_close(grad, grad_ref, **tol)
 
@@ -145,7 +145,7 @@ def test_cross_entropy_normaliser_semantics():
 
 
 def test_every_op_has_a_reference_and_explicit_choices_fail_loudly():
-    assert {"rms_norm", "rotary", "attention", "swiglu", "cross_entropy"} <= set(OPS)
+    assert {"rms_norm", "rotary", "attention", "swiglu", "linear_cross_entropy"} <= set(OPS)
     for op in OPS.values():
         assert "reference" in op.backends
     with pytest.raises(ConfigError, match="ops.attention: unknown backend 'flash'; choose auto or one of"):
@@ -154,3 +154,28 @@ def test_every_op_has_a_reference_and_explicit_choices_fail_loudly():
         OPS["rms_norm"].select("npu", "native")
     assert OPS["attention"].select("cpu").name == "sdpa"
     assert OPS["attention"].select("npu").name == "reference"
+
+
+def test_the_ops_section_has_one_key_per_registered_op_under_its_python_name():
+    import dataclasses
+
+    import shardzoo.ops as ops
+    from shardzoo.config import OpsConfig
+
+    assert {f.name for f in dataclasses.fields(OpsConfig)} == set(OPS)
+    for name, op in OPS.items():
+        assert getattr(ops, name) is op  # `ops.<name>(...)` is the op the `ops.<name>:` key binds
+    with pytest.raises(ConfigError, match="ops.flash_attention: no such op; the ops are attention, "):
+        ops.bind_ops({"flash_attention": "auto"}, "cpu")
+
+
+def test_old_spellings_of_moved_keys_are_accepted(minimal_raw):
+    from shardzoo.config import config_from_dict
+
+    minimal_raw["ops"] = {"loss_chunk_size": 64, "cross_entropy": "chunked"}
+    cfg = config_from_dict(minimal_raw)
+    assert cfg.training.loss_chunk_size == 64 and cfg.ops.linear_cross_entropy == "chunked"
+    minimal_raw["training"]["loss_chunk_size"] = 128
+    with pytest.raises(ConfigError, match=r"ops.loss_chunk_size \(64\) and training.loss_chunk_size \(128\) name the "
+                       "same setting"):
+        config_from_dict(minimal_raw)

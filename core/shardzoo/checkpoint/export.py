@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import yaml
 from safetensors.torch import save_file
 
 from . import dcp_state, layout
+from .adapter import StateDictAdapter
 from .hf_files import HF_DIR
 from .hf_weights import DIFFUSERS_WEIGHTS, INDEX_NAME, weights_stem
 from .manifest import CheckpointError, raise_if_any, verify
@@ -87,18 +87,6 @@ def _export_dtype(name: str, config: dict, specs: dict) -> torch.dtype:
     return next(iter(specs.values()))[1]
 
 
-def _model_config(checkpoint: Path, raw: dict):
-    """(adapter, config object) for the model the checkpoint was trained as."""
-    from ..registry import find_spec
-    from ..train.build import make_hf_config
-    from .adapter import StateDictAdapter
-
-    run = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
-    spec = find_spec((run.get("model") or {}).get("model_id"), raw)
-    # The config was already used (and trusted or not) by the training run; export never runs remote code.
-    return (spec.adapter if spec else StateDictAdapter()), make_hf_config(raw, spec, trust_remote_code=False)
-
-
 def _check_target(out_dir: Path, overwrite: bool) -> Optional[str]:
     if out_dir.exists() and not out_dir.is_dir():
         return f"{out_dir} exists and is not a directory"
@@ -107,16 +95,17 @@ def _check_target(out_dir: Path, overwrite: bool) -> Optional[str]:
     return None
 
 
-def export_hf(checkpoint: Path, out_dir: Path, *, dtype: str = "auto", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-              rank: int = 0, world: int = 1, overwrite: bool = False, gather: Optional[Gather] = None) -> Path:
-    """Write the model of `checkpoint` as an HF folder at `out_dir`. Collective when world > 1."""
+def export_hf(checkpoint: Path, out_dir: Path, *, adapter: StateDictAdapter, hf_config, dtype: str = "auto",
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, rank: int = 0, world: int = 1, overwrite: bool = False,
+              gather: Optional[Gather] = None) -> Path:
+    """Write the model of `checkpoint` as an HF folder at `out_dir`, mapped to the HF layout by `adapter`
+    (the model's; converters may read `hf_config`). Collective when world > 1."""
     gather = gather or (lambda obj: [obj])
     checkpoint, out_dir = resolve_checkpoint(Path(checkpoint)), Path(out_dir)
     raise_if_any(gather, _check_target(out_dir, overwrite))
     verify(checkpoint, rank, world, gather)
     hf_src = checkpoint / HF_DIR
     raw = json.loads((hf_src / "config.json").read_text())
-    adapter, config = _model_config(checkpoint, raw)
     state_dir = checkpoint / "state"
     specs = dcp_state.model_tensor_specs(state_dir)
     out_dtype = _export_dtype(dtype, raw, specs)
@@ -140,7 +129,7 @@ def export_hf(checkpoint: Path, out_dir: Path, *, dtype: str = "auto", max_shard
     try:
         for i in range(rank, len(shards), world):
             ours = dcp_state.load_model_tensors(state_dir, {n: specs[n] for n in shards[i]})
-            tensors = {k: t.to(out_dtype) for k, t in adapter.to_hf(((n, ours[n]) for n in shards[i]), config)}
+            tensors = {k: t.to(out_dtype) for k, t in adapter.to_hf(((n, ours[n]) for n in shards[i]), hf_config)}
             save_file(tensors, str(tmp / names[i]), metadata={"format": "pt"})
             weight_map.update(dict.fromkeys(tensors, names[i]))
             nbytes += sum(t.nbytes for t in tensors.values())

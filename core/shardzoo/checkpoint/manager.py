@@ -46,8 +46,8 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class Live:
-    """The run's objects whose state a checkpoint holds."""
+class RunState:
+    """The objects of a running job whose state a checkpoint holds and a resume restores."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -87,7 +87,7 @@ class Checkpointer:
 
     # ----------------------------------------------------------------------------------- save
 
-    def save(self, step: int, live: Live, total_steps: int) -> Path:
+    def save(self, step: int, run_state: RunState, total_steps: int) -> Path:
         """Collective. Returns the published checkpoint directory."""
         name = layout.checkpoint_name(step)
         final, tmp = self.output_dir / name, self.output_dir / f"{layout.TMP_PREFIX}{name}"
@@ -103,16 +103,16 @@ class Checkpointer:
                 error = f"cannot create {tmp}: {exc}"
         raise_if_any(gather_objects, error)
 
-        param_groups = dcp_state.save(tmp / STATE_DIR, live.model, live.optimizer)
-        _write_json(rng_file(tmp, self.rank), rng.capture(live.device_type))
+        param_groups = dcp_state.save(tmp / STATE_DIR, run_state.model, run_state.optimizer)
+        _write_json(rng_file(tmp, self.rank), rng.capture(run_state.device_type))
         if self.rank == 0:
             try:
                 _write_json(tmp / TRAINER_STATE, {
                     "format": FORMAT_VERSION, "step": step, "total_steps": total_steps, "world_size": self.world,
-                    "scheduler": live.scheduler.state_dict(), "loader": live.loader.state_dict(),
+                    "scheduler": run_state.scheduler.state_dict(), "loader": run_state.loader.state_dict(),
                     "optimizer_param_groups": param_groups, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 (tmp / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-                live.write_hf_files(tmp / HF_DIR)
+                run_state.write_hf_files(tmp / HF_DIR)
             except Exception as exc:  # noqa: BLE001 - reported to every rank below
                 error = f"writing {tmp}: {exc!r}"
         raise_if_any(gather_objects, error)
@@ -172,7 +172,7 @@ class Checkpointer:
                                   "checkpoint; pick a checkpoint-<step> directory or use auto")
         return path
 
-    def load(self, path: Path, live: Live, total_steps: int) -> int:
+    def load(self, path: Path, run_state: RunState, total_steps: int) -> int:
         """Collective. Restores everything and returns the number of steps already done."""
         start = time.perf_counter()
         verify(path, self.rank, self.world, gather_objects)
@@ -181,17 +181,17 @@ class Checkpointer:
             state = _read_json(path / TRAINER_STATE)
             own = rng_file(path, self.rank)
             rng_state = _read_json(own) if own.is_file() else None
-            load_scheduler_state(live.scheduler, state["scheduler"])
-            live.loader.load_state_dict(state["loader"])
+            load_scheduler_state(run_state.scheduler, state["scheduler"])
+            run_state.loader.load_state_dict(state["loader"])
         except (CheckpointError, ValueError, KeyError) as exc:
             error = f"{path}: cannot resume: {exc}"
         raise_if_any(gather_objects, error)
         try:
-            dcp_state.load(path / STATE_DIR, live.model, live.optimizer, state["optimizer_param_groups"])
+            dcp_state.load(path / STATE_DIR, run_state.model, run_state.optimizer, state["optimizer_param_groups"])
         except Exception as exc:  # DCP raises the same CheckpointException on every rank
             raise CheckpointError(f"{path / STATE_DIR}: cannot load model/optimizer state: {exc}") from exc
         if rng_state is not None:
-            rng.restore(rng_state, live.device_type)
+            rng.restore(rng_state, run_state.device_type)
         elif self.rank == 0:
             log.warning("%s was saved by %d ranks, this run has %d: ranks without a saved generator state keep "
                         "their seed", path, state["world_size"], self.world)

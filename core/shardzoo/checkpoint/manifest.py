@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..errors import CheckpointError
 from .layout import MANIFEST
 
 Gather = Callable[[object], list]
@@ -21,8 +22,6 @@ Gather = Callable[[object], list]
 _CHUNK = 8 * 2**20
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed from: names the checkpoint and the file."""
 
 
 def raise_if_any(gather: Gather, error: Optional[str]) -> None:

@@ -58,7 +58,7 @@ def resolve_sources(cfg: DataConfig) -> list[DatasetSource]:
         sources = [_source("inline", cfg.dataset, Path.cwd(), "data.dataset")]
         _check_probs(cfg, sources)
         return sources
-    if cfg.data_manager_type == "mg" and not resolve_path(cfg.dataset_dir).joinpath(INFO_FILE).is_file():
+    if cfg.is_pretraining and not resolve_path(cfg.dataset_dir).joinpath(INFO_FILE).is_file():
         return _raw_paths(cfg)
     names = [n.strip() for n in str(cfg.dataset).split(",") if n.strip()]
     if not names:
@@ -76,11 +76,11 @@ def resolve_sources(cfg: DataConfig) -> list[DatasetSource]:
     for name in names:
         if name in info:
             sources.append(_source(name, info[name], info_dir, f"{info_path}[{name!r}]"))
-        elif cfg.data_manager_type == "mg" and resolve_path(name).exists():
+        elif cfg.is_pretraining and resolve_path(name).exists():
             # Pretraining names raw text files directly, as MindSpeed's mg data does.
             sources.append(DatasetSource(Path(name).name, resolve_path(name)))
         else:
-            raw_path = " or an existing file/folder path" if cfg.data_manager_type == "mg" else ""
+            raw_path = " or an existing file/folder path" if cfg.is_pretraining else ""
             raise ConfigError(f"data.dataset: {name!r} is not in {info_path}{raw_path}; known: "
                               f"{', '.join(sorted(info))}")
     _check_probs(cfg, sources)

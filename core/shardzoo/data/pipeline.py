@@ -108,7 +108,7 @@ def build_train_data(cfg: Config, tokenizer, *, rank: int, world: int, local_ran
         built = _stores(cfg, tokenizer, sources, build=False, images=images)
     stores, stats, cached = built
 
-    if d.data_manager_type == "mg":
+    if d.is_pretraining:
         rows = SequenceRows(stores[0], d.cutoff_len)
         if len(rows) == 0:
             raise ConfigError(f"data.dataset: {stats['mg'].tokens} tokens make no sequence of data.cutoff_len="
@@ -128,7 +128,7 @@ def build_train_data(cfg: Config, tokenizer, *, rank: int, world: int, local_ran
 
 def _stores(cfg: Config, tokenizer, sources, build: bool, images: ImageInputs | None = None):
     d = cfg.data
-    if d.data_manager_type == "mg":
+    if d.is_pretraining:
         store, stats, cached = build_pretrain_store(sources, d, tokenizer, build=build)
         return [store], {"mg": stats}, cached
     stores, stats, cached = [], {}, True

@@ -13,13 +13,11 @@ import logging
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..errors import DataError
+
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
-
-
-class DataError(ValueError):
-    """A malformed data file or row; the message names the file and the row."""
 
 
 class RowErrors:

@@ -14,8 +14,11 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import OP_BACKEND_AUTO, ConfigError
 from ..device import DEVICE_TYPES
+from ..errors import ConfigError
+
+OP_BACKEND_AUTO = "auto"
+"""The `ops:` value that lets the device pick (the schema's default for every op)."""
 
 REFERENCE = "reference"
 ALL_DEVICES = DEVICE_TYPES
@@ -95,6 +98,9 @@ OPS: dict[str, Op] = {}
 
 def bind_ops(choices: dict[str, str], device_type: str) -> dict[str, str]:
     """Bind every op for `device_type` from the `ops:` config section; returns op -> backend name."""
+    unknown = sorted(set(choices) - set(OPS))
+    if unknown:
+        raise ConfigError(f"ops.{unknown[0]}: no such op; the ops are {', '.join(sorted(OPS))}")
     bound = {}
     for name, op in OPS.items():
         bound[name] = op.bind(device_type, choices.get(name, OP_BACKEND_AUTO)).name

@@ -68,7 +68,7 @@ def _rotate(x: torch.Tensor, mode: RotaryMode) -> torch.Tensor:
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
 
 
-def apply_rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+def rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                            mode: RotaryMode = "half") -> torch.Tensor:
     """x [B, T, heads, head_dim]; cos/sin [B, T, head_dim] (shared by all heads)."""
     cos = cos.unsqueeze(2)
@@ -76,7 +76,7 @@ def apply_rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     return x * cos + _rotate(x, mode) * sin
 
 
-apply_rotary = Op("rotary", apply_rotary_reference)
+rotary = Op("rotary", rotary_reference)
 
 
 class _Rotary(torch.autograd.Function):
@@ -100,14 +100,14 @@ class _Rotary(torch.autograd.Function):
         return grad_x, grad_cos, grad_sin, None
 
 
-@apply_rotary.register("autograd_fn", devices=(CPU, CUDA), priority=10)
-def apply_rotary_autograd_fn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+@rotary.register("autograd_fn", devices=(CPU, CUDA), priority=10)
+def rotary_autograd_fn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                              mode: RotaryMode = "half") -> torch.Tensor:
     return _Rotary.apply(x, cos, sin, mode)
 
 
-@apply_rotary.register("npu_rotary_mul", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
-def apply_rotary_npu(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode: RotaryMode = "half") -> torch.Tensor:
+@rotary.register("npu_rotary_mul", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
+def rotary_npu(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode: RotaryMode = "half") -> torch.Tensor:
     # npu_rotary_mul takes full-width tables (as ours) in a broadcast form of x's BSND layout: half
     # mode 1S1D / BS1D / BSND, interleave only 1S1D, so per-sample interleave tables go one sample
     # per call (reference/npu_ops.md 5.2).
@@ -120,7 +120,7 @@ def apply_rotary_npu(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode
     return torch_npu.npu_rotary_mul(x, cos, sin, rotary_mode=mode)
 
 
-@apply_rotary.set_example
+@rotary.set_example
 def _example(tokens: int, dtype: torch.dtype):
     # Qwen3-1.7B's queries (16 heads of 128).
     x = torch.randn(1, tokens, 16, 128, dtype=dtype, requires_grad=True)

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..ops import CoreAttention
 from .collectives import all_to_all, gather_sequence
 from .patterns import match_modules

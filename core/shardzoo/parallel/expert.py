@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..moe.experts import GroupedExperts
 from .collectives import all_to_all
 from .patterns import match_modules

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-from ..config import ParallelConfig
 from .expert import expert_fsdp_placement
 from .patterns import match_modules
 
@@ -22,12 +21,13 @@ def to_dtype(name: str | None) -> torch.dtype | None:
     return None if name is None else _DTYPES[name]
 
 
-def mixed_precision_policy(p: ParallelConfig) -> MixedPrecisionPolicy:
+def mixed_precision_policy(p: Any) -> MixedPrecisionPolicy:
+    """`p`: the parallel section (its param_dtype, reduce_dtype, output_dtype, cast_forward_inputs)."""
     return MixedPrecisionPolicy(param_dtype=to_dtype(p.param_dtype), reduce_dtype=to_dtype(p.reduce_dtype),
                                 output_dtype=to_dtype(p.output_dtype), cast_forward_inputs=p.cast_forward_inputs)
 
 
-def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: ParallelConfig,
+def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
                expert_mesh: Optional[DeviceMesh] = None, expert_patterns: Sequence[str] = (),
                root_casts_inputs: bool = True) -> list[str]:
     """Shard each module matched by fsdp_modules (innermost first), then `root` last.

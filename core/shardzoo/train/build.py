@@ -8,7 +8,6 @@ and materialised shard by shard; the AutoModel path builds the HF model on the C
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -23,7 +22,7 @@ from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
 from ..parallel.materialize import init_parameters, load_parameters
 from ..parallel.patterns import match_modules
-from ..registry import ModelSpec, find_spec
+from ..registry import ModelSpec
 from .task import task_class
 
 log = logging.getLogger(__name__)
@@ -46,35 +45,6 @@ class BuiltModel:
     compiled: list[str] = field(default_factory=list)
 
 
-def hf_config_dict(cfg: Config) -> dict:
-    m = cfg.model
-    raw: dict = {}
-    if m.model_name_or_path is not None:
-        path = resolve_path(m.model_name_or_path) / "config.json"
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"model.model_name_or_path: {path} is not valid JSON: {exc}") from None
-    raw.update(m.hf_config)
-    return raw
-
-
-def make_hf_config(raw: dict, spec: Optional[ModelSpec], trust_remote_code: bool):
-    from transformers import AutoConfig
-
-    raw = dict(raw)
-    if spec is not None:
-        if spec.config_from_dict is not None:
-            return spec.config_from_dict(raw)
-        raw.pop("model_type", None)
-        return spec.config_class(**raw)
-    model_type = raw.pop("model_type", None)
-    if model_type is None:
-        raise ConfigError("model.hf_config: no model_type; the AutoModel path needs config.json's model_type "
-                          "(or set model.model_id to a registered package)")
-    return AutoConfig.for_model(model_type, trust_remote_code=trust_remote_code, **raw)
-
-
 def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
     """6 x non-embedding parameters + 12 L H T attention, for models without a package formula."""
     embed = model.get_input_embeddings()
@@ -82,13 +52,6 @@ def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
     n = sum(p.numel() for p in model.parameters()) - (0 if tied else embed.weight.numel())
     layers, hidden = config.num_hidden_layers, config.hidden_size
     return lambda seq_len: 6 * n + 12 * layers * hidden * seq_len
-
-
-def resolve_model(cfg: Config) -> tuple[Optional[ModelSpec], Any]:
-    """(registered spec or None for the AutoModel path, HF config) - cheap, before any weights."""
-    raw = hf_config_dict(cfg)
-    spec = find_spec(cfg.model.model_id, raw)
-    return spec, make_hf_config(raw, spec, cfg.model.trust_remote_code)
 
 
 def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshes,
@@ -186,17 +149,3 @@ def _build_auto_model(cfg: Config, hf_config) -> nn.Module:
     if not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
         raise ConfigError(f"model: {type(model).__name__} has no decoder/output head to train as a causal LM")
     return model
-
-
-def text_config(hf_config):
-    """The language model's config (a vision-language config nests it; a text config is its own)."""
-    return hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
-
-
-def check_vocab(hf_config, tokenizer, tokenizer_path: str) -> None:
-    vocab_size = text_config(hf_config).vocab_size
-    if len(tokenizer) > vocab_size:
-        raise ConfigError(f"model.tokenizer_name_or_path: the tokenizer at {tokenizer_path} has {len(tokenizer)} "
-                          f"tokens but the model's vocab_size is {vocab_size}; use the model's tokenizer "
-                          "or raise vocab_size")
-

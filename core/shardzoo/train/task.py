@@ -15,6 +15,7 @@ from .. import ops
 from ..config import ConfigError, validate_tokenizer_path
 from ..moe import RoutingCollector
 from ..moe.routing_stats import aux_loss_coef
+from .hf_config import check_vocab
 
 
 class Task(nn.Module):
@@ -101,7 +102,6 @@ class CausalLMTask(Task):
         """Tokenised rows (sft or pretraining data) from data:, read with the model's tokenizer; a
         vision-language package's images through its ModelSpec.images."""
         from ..data import build_train_data, load_tokenizer
-        from .build import check_vocab
 
         tok_path = cfg.model.tokenizer_name_or_path or cfg.model.model_name_or_path
         tokenizer = load_tokenizer(tok_path, cfg.model.trust_remote_code)
@@ -114,7 +114,7 @@ class CausalLMTask(Task):
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg, hf_config) -> "CausalLMTask":
-        return cls(model, cfg.ops.loss_chunk_size)
+        return cls(model, cfg.training.loss_chunk_size)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, normalizer: float | torch.Tensor,
                 position_ids: torch.Tensor | None = None, document_ids: torch.Tensor | None = None,

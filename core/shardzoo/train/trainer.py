@@ -28,15 +28,19 @@ import yaml
 from tqdm import tqdm
 
 from .. import device as devices
+from ..checkpoint import StateDictAdapter
 from ..checkpoint.export import export_hf
 from ..checkpoint.hf_files import write_hf_files
-from ..checkpoint.manager import Checkpointer, Live
-from ..config import Config, context_parallel_shape, expert_mesh_shape, mesh_shape, validate_paths
+from ..checkpoint.manager import Checkpointer, RunState
+from ..config import Config, validate_paths
+from ..errors import TrainingDiverged
 from ..ops import bind_ops
 from ..ops.attention import fastest_sdpa
 from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
-from .build import build_model, resolve_model
+from ..parallel.mesh_shape import MeshShape, mesh_shape
+from .build import build_model
 from .grad_clip import clip_grad_norm_
+from .hf_config import resolve_model
 from .lr_schedule import build_scheduler
 from .metrics import MetricsWriter, Throughput, gib
 from .optimizer import build_optimizer
@@ -44,10 +48,6 @@ from .preemption import StopRequest
 from .task import task_class
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient norm became NaN or infinite."""
 
 
 @dataclass
@@ -82,15 +82,14 @@ def train(cfg: Config) -> TrainResult:
     # Everything checkable from the config alone fails here, before any process group exists.
     validate_paths(cfg, tokenizer=False)
     device_type = devices.resolve_device_type(cfg.training.device)
-    mesh_shape(cfg, devices.rank_info()[2])
-    expert_mesh_shape(cfg, devices.rank_info()[2])
-    context_parallel_shape(cfg, devices.rank_info()[2])
+    shape = mesh_shape(cfg.parallel, devices.rank_info()[2])
     spec, hf_config = resolve_model(cfg)
     task_class(spec).check_config(cfg, spec, hf_config)
     owns_group = not dist.is_initialized()
     rank, local_rank, world = init_distributed(device_type)
     try:
-        result = _train(cfg, spec, hf_config, device_type, rank, local_rank, world)
+        assert world == shape.world, "the launcher's WORLD_SIZE is the process group's size"
+        result = _train(cfg, spec, hf_config, device_type, rank, local_rank, shape)
     except BaseException:
         # A rank that failed alone must not wait in a barrier its peers never reach: with peers the
         # launcher tears the job down; a lone process just drops its group.
@@ -102,21 +101,21 @@ def train(cfg: Config) -> TrainResult:
     return result
 
 
-def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank: int, world: int) -> TrainResult:
+def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank: int,
+           shape: MeshShape) -> TrainResult:
     t = cfg.training
-    replicate, shard = mesh_shape(cfg, world)
-    ep_fsdp, ep = expert_mesh_shape(cfg, world)
-    dp, cp = context_parallel_shape(cfg, world)
+    world, cp = shape.world, shape.cp
     device = devices.local_device(device_type, local_rank)
-    bound_ops = bind_ops({k: v for k, v in vars(cfg.ops).items() if k != "loss_chunk_size"}, device_type)
+    bound_ops = bind_ops(vars(cfg.ops), device_type)
     torch.manual_seed(t.seed)
     checkpointer = Checkpointer(cfg, rank, world)
     resume_from = checkpointer.resume_path()
 
     data_start = time.perf_counter()
     # The cp ranks of a group (consecutive) read the same rows, each its slice of the sequence.
-    train_data = task_class(spec).build_data(cfg, spec, hf_config, rank=rank // cp, world=dp, local_rank=local_rank,
-                                             barrier=dist.barrier, cp_rank=rank % cp, cp_size=cp)
+    train_data = task_class(spec).build_data(cfg, spec, hf_config, rank=rank // cp, world=shape.dp,
+                                             local_rank=local_rank, barrier=dist.barrier, cp_rank=rank % cp,
+                                             cp_size=cp)
     data_seconds = time.perf_counter() - data_start
     loader = train_data.loader
     if rank == 0:
@@ -125,7 +124,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
         log.log(level, "data: %s; ready in %.1fs", train_data.describe(), data_seconds)
     steps = total_steps(cfg, getattr(loader, "steps_per_epoch", None))
 
-    meshes = build_meshes(device_type, replicate, shard, ep_fsdp, ep, cp)
+    meshes = build_meshes(device_type, shape.replicate, shape.shard, shape.ep_fsdp, shape.ep, cp)
     built = build_model(cfg, spec, hf_config, meshes, device)
     optimizer = build_optimizer(built.task, t)
     scheduler = build_scheduler(optimizer, lr=t.lr, min_lr=t.min_lr, warmup_ratio=t.warmup_ratio,
@@ -140,21 +139,20 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     peak, peak_source = devices.peak_flops(device_type, to_dtype(cfg.parallel.param_dtype))
     writer.console({"model": type(built.model).__name__, "path": "package " + spec.name if spec else "AutoModel",
                     "params": sum(p.numel() for p in built.model.parameters()), "device": device_type,
-                    "world": world, "mesh": f"{replicate}x{shard}" + (f" ep {ep_fsdp}x{ep}" if ep > 1 else "")
-                    + (f" cp {cp} (ulysses)" if cp > 1 else ""),
+                    "world": world, "mesh": shape.describe(),
                     "fsdp_units": len(built.fsdp_units),
                     "recomputed": len(built.recomputed), "compiled": len(built.compiled), "frozen": len(built.frozen),
                     "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
-    live = Live(built.model, optimizer, scheduler, loader, device_type,
+    run_state = RunState(built.model, optimizer, scheduler, loader, device_type,
                 write_hf_files=lambda d: write_hf_files(d, hf_config, train_data.tokenizer,
                                                         cfg.model.model_name_or_path,
                                                         spec.architectures if spec else ()))
     result = TrainResult(metrics_path=str(writer.path))
     start_step = 0
     if resume_from is not None:
-        start_step = checkpointer.load(resume_from, live, steps)
+        start_step = checkpointer.load(resume_from, run_state, steps)
         result.resumed_from, result.steps = str(resume_from), start_step
         writer.write({"step": start_step, "resumed_from": str(resume_from)})
     elif rank == 0 and t.resume == "auto":
@@ -216,7 +214,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     writer.write(record)
                     writer.console(record)
                 if t.save_steps > 0 and (step + 1) % t.save_steps == 0:
-                    result.checkpoint = str(checkpointer.save(step + 1, live, steps))
+                    result.checkpoint = str(checkpointer.save(step + 1, run_state, steps))
                 if stop_votes > 0:
                     result.stopped_by = stop.received or "a signal on another rank"
                     break
@@ -224,7 +222,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
         bar.close()
     try:
         if (saving or result.stopped_by) and result.steps > 0:
-            result.checkpoint = str(checkpointer.save(result.steps, live, steps))
+            result.checkpoint = str(checkpointer.save(result.steps, run_state, steps))
         if result.stopped_by:
             if is_main:
                 log.warning("stopped by %s after step %d of %d; saved %s. Run the same command again "
@@ -232,8 +230,9 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                             result.checkpoint)
         elif t.export_hf_at_end:
             export_dir = out_dir / "hf"
-            export_hf(Path(result.checkpoint), export_dir, dtype=t.export_dtype, rank=rank, world=world,
-                      overwrite=True, gather=gather_objects)
+            export_hf(Path(result.checkpoint), export_dir, adapter=spec.adapter if spec else StateDictAdapter(),
+                      hf_config=hf_config, dtype=t.export_dtype, rank=rank, world=world, overwrite=True,
+                      gather=gather_objects)
             if is_main:
                 log.info("exported the final model to %s", export_dir)
     finally:

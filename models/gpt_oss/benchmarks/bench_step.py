@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 from shardzoo.bench.step import Goal, Preset, Side, StepBenchmark, main
-from shardzoo.config import OpsConfig
+from shardzoo.config import TrainingConfig
 from shardzoo.device import CPU, CUDA, NPU
 
 COMMON = dict(vocab_size=201088, num_attention_heads=64, num_key_value_heads=8, head_dim=64, sliding_window=128,
@@ -47,7 +47,7 @@ def build(preset: Preset, side: str, dtype: torch.dtype) -> Side:
     targets = torch.cat([ids[:, 1:], torch.full((preset.batch, 1), -100)], 1)
     normalizer = float((targets != -100).sum())
     model = GptOssForCausalLM(config)
-    task = CausalLMTask(model, chunk_size=OpsConfig().loss_chunk_size)
+    task = CausalLMTask(model, chunk_size=TrainingConfig().loss_chunk_size)
     return Side(model, lambda: task(ids, targets, normalizer=normalizer))
 
 

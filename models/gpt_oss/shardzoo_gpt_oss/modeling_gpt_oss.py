@@ -81,8 +81,8 @@ class GptOssAttention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 document_ids: Optional[torch.Tensor]) -> torch.Tensor:
         b, t, _ = x.shape
-        q = ops.apply_rotary(self.q_proj(x).view(b, t, -1, self.head_dim), cos, sin)
-        k = ops.apply_rotary(self.k_proj(x).view(b, t, -1, self.head_dim), cos, sin)
+        q = ops.rotary(self.q_proj(x).view(b, t, -1, self.head_dim), cos, sin)
+        k = ops.rotary(self.k_proj(x).view(b, t, -1, self.head_dim), cos, sin)
         v = self.v_proj(x).view(b, t, -1, self.head_dim)
         out = self.core_attention(q, k, v, causal=True, sliding_window=self.sliding_window,
                                   document_ids=document_ids, scale=self.head_dim ** -0.5, sinks=self.sinks)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shardzoo.config import expert_mesh_shape, load_config
+from shardzoo.config import load_config
+from shardzoo.parallel.mesh_shape import mesh_shape
 from shardzoo.testing import run_launch_script
 
 REPO = Path(__file__).resolve().parents[3]
@@ -30,14 +31,15 @@ def test_tune_20b_script_and_config_are_complete():
     assert cfg.model.model_id == "gpt_oss" and not cfg.model.train_from_scratch
     assert cfg.data.cutoff_len == 4096 and cfg.data.template == "gpt_oss"
     assert cfg.parallel.param_dtype == "bf16" and cfg.parallel.reduce_dtype == "fp32"
-    assert expert_mesh_shape(cfg, 8) == (2, 4)
+    shape = mesh_shape(cfg.parallel, 8)
+    assert (shape.ep_fsdp, shape.ep) == (2, 4)
     script = (REPO / "models/gpt_oss/tune_20b.sh").read_text()
     assert "tune_gpt_oss_20b_4k.yaml" in script and "EP_SIZE=${EP_SIZE:-" in script and "CP_SIZE" in script
 
 
 def test_20b_config_json_builds_the_released_architecture():
     import torch
-    from shardzoo.train.build import make_hf_config
+    from shardzoo.train.hf_config import make_hf_config
     from shardzoo_gpt_oss import SPEC
 
     raw = json.loads((REPO / "models/gpt_oss/configs/gpt-oss-20b/config.json").read_text())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 from shardzoo.bench.step import Goal, Preset, Side, StepBenchmark, main
-from shardzoo.config import OpsConfig
+from shardzoo.config import TrainingConfig
 
 IMAGE_TOKEN = 151671
 TEXT = dict(model_type="qwen3", vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
@@ -47,7 +47,7 @@ def build(preset: Preset, side: str, dtype: torch.dtype) -> Side:
     targets = torch.cat([labels[:, 1:], torch.full((b, 1), -100)], 1)
     normalizer = float((targets != -100).sum())
     model = InternVLForConditionalGeneration(config)
-    task = CausalLMTask(model, chunk_size=OpsConfig().loss_chunk_size)
+    task = CausalLMTask(model, chunk_size=TrainingConfig().loss_chunk_size)
     return Side(model, lambda: task(ids, targets, normalizer=normalizer, pixel_values=pixels))
 
 

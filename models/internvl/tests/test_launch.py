@@ -23,7 +23,7 @@ def test_tune_tiny_runs_end_to_end(tmp_path):
 
 
 def test_8b_config_builds_the_released_architecture_and_fits():
-    from shardzoo.train.build import make_hf_config
+    from shardzoo.train.hf_config import make_hf_config
     from shardzoo_internvl import SPEC
 
     folder = REPO / "models/internvl/configs/internvl3_5-8b"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 from shardzoo.bench.step import Goal, Preset, Side, StepBenchmark, main
-from shardzoo.config import OpsConfig
+from shardzoo.config import TrainingConfig
 from shardzoo.device import CPU, CUDA, NPU
 
 COMMON = dict(vocab_size=151936, rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=40960)
@@ -49,7 +49,7 @@ def build(preset: Preset, side: str, dtype: torch.dtype) -> Side:
     targets = torch.cat([ids[:, 1:], torch.full((preset.batch, 1), -100)], 1)
     normalizer = float((targets != -100).sum())
     model = Qwen3ForCausalLM(config)
-    task = CausalLMTask(model, chunk_size=OpsConfig().loss_chunk_size)
+    task = CausalLMTask(model, chunk_size=TrainingConfig().loss_chunk_size)
     return Side(model, lambda: task(ids, targets, normalizer=normalizer))
 
 

@@ -45,7 +45,8 @@ def worker(checkpoint: str, out: str) -> None:
     from shardzoo.config import config_from_dict
     from shardzoo.device import process_memory_bytes, reset_peak_memory
     from shardzoo.parallel import build_meshes, init_distributed, shutdown_distributed
-    from shardzoo.train.build import build_model, resolve_model
+    from shardzoo.train.build import build_model
+    from shardzoo.train.hf_config import resolve_model
 
     cfg = config_from_dict({"model": {"model_name_or_path": checkpoint,
                                       "tokenizer_name_or_path": str(REPO / "data/tokenizer")},

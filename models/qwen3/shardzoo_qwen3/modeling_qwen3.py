@@ -65,8 +65,8 @@ class Qwen3Attention(nn.Module):
         q = self.q_norm(self.q_proj(x).view(b, t, -1, self.head_dim))
         k = self.k_norm(self.k_proj(x).view(b, t, -1, self.head_dim))
         v = self.v_proj(x).view(b, t, -1, self.head_dim)
-        q = ops.apply_rotary(q, cos, sin)
-        k = ops.apply_rotary(k, cos, sin)
+        q = ops.rotary(q, cos, sin)
+        k = ops.rotary(k, cos, sin)
         out = self.core_attention(q, k, v, causal=True, sliding_window=self.sliding_window,
                                   document_ids=document_ids, scale=self.head_dim ** -0.5)
         return self.o_proj(out.reshape(b, t, -1))

@@ -30,13 +30,14 @@ def test_tune_8b_script_and_config_are_complete():
 
 
 def test_32k_context_parallel_config_is_complete_and_fits():
-    from shardzoo.config import context_parallel_shape
+    from shardzoo.parallel.mesh_shape import mesh_shape
     from shardzoo.plan import plan_memory
 
     cfg = load_config(REPO / "models/qwen3/configs/tune_qwen3_8b_32k_cp.yaml",
                       ["--model.model_name_or_path", str(REPO / "models/qwen3/configs/qwen3-8b")])
     assert cfg.data.cutoff_len == 32768 and cfg.parallel.cp_type == "ulysses"
-    assert context_parallel_shape(cfg, 8) == (4, 2)
+    shape = mesh_shape(cfg.parallel, 8)
+    assert (shape.dp, shape.cp) == (4, 2)
     raw = json.loads((REPO / "models/qwen3/configs/qwen3-8b/config.json").read_text())
     # Qwen3-8B: 32 query / 8 kv heads of 128, a native window of 40960 positions (no rope scaling).
     assert (raw["num_attention_heads"], raw["num_key_value_heads"], raw["head_dim"]) == (32, 8, 128)

@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 from shardzoo.config import config_from_dict
 from shardzoo.parallel import build_meshes, init_distributed
-from shardzoo.train.build import build_model, resolve_model
+from shardzoo.train.build import build_model
+from shardzoo.train.hf_config import resolve_model
 from shardzoo_qwen3 import SPEC, tiny_config
 from transformers import Qwen3ForCausalLM as HFQwen3
 

@@ -105,8 +105,8 @@ class WanAttention(nn.Module):
         k = self.norm_k(self.to_k(kv)).unflatten(2, (self.heads, -1))
         v = self.to_v(kv).unflatten(2, (self.heads, -1))
         if rope is not None:
-            q = ops.apply_rotary(q, *rope, mode="interleave").type_as(v)
-            k = ops.apply_rotary(k, *rope, mode="interleave").type_as(v)
+            q = ops.rotary(q, *rope, mode="interleave").type_as(v)
+            k = ops.rotary(k, *rope, mode="interleave").type_as(v)
         out = self.core_attention(q, k, v, causal=False, scale=self.head_dim ** -0.5)
         return self.to_out[0](out.flatten(2).type_as(q))
 

@@ -269,7 +269,7 @@ class FlowMatchingTask(Task):
         d = cfg.data
         for key, bad, why in (("packing", d.packing, "video samples are not packed"),
                               ("streaming", d.streaming, "video rows are read as a map-style dataset"),
-                              ("data_manager_type", d.data_manager_type == "mg", "video rows are not raw text")):
+                              ("data_manager_type", d.is_pretraining, "video rows are not raw text")):
             if bad:
                 raise ConfigError(f"data.{key}: not available for Wan flow matching ({why}); remove it")
         if cfg.training.loss_reduction != "token":

@@ -42,7 +42,7 @@ def test_training_configs_fit_eight_64gb_devices(tmp_path, train_config, model, 
     and fit 64 GB per device by `shardzoo plan` (the features folder stands in for an extraction)."""
     from shardzoo.config import load_config
     from shardzoo.plan import plan_memory
-    from shardzoo.train.build import resolve_model
+    from shardzoo.train.hf_config import resolve_model
     from shardzoo_wan.spec import activation_bytes
     from shardzoo_wan.task import FlowMatchingTask
 

@@ -26,8 +26,8 @@ from typing import Optional
 
 import torch
 
-from ..device import NPU, torch_npu_op_missing
-from .attention import attention
+from ...device import NPU, torch_npu_op_missing
+from .reference import attention
 
 _UNBOUNDED = 2147483647
 _MASK_SIZE = 2048

@@ -19,8 +19,10 @@ from typing import Optional
 
 import torch
 
-from ..device import CUDA
-from .attention import attention, attention_sdpa, visible
+from ...device import CUDA
+from .masks import visible
+from .reference import attention
+from .sdpa import attention_sdpa
 
 
 def flex_missing() -> Optional[str]:

@@ -99,7 +99,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return dh, dw, None, None, None, None, None
 
 
-linear_cross_entropy = Op("cross_entropy", linear_cross_entropy_reference)
+linear_cross_entropy = Op("linear_cross_entropy", linear_cross_entropy_reference)
 
 
 @linear_cross_entropy.set_example

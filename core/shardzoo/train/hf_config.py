@@ -1,0 +1,74 @@
+"""The model's config: config.json (+ model.hf_config) -> the registered package's or transformers'
+config object, and the few facts the rest of training reads from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..checkpoint import StateDictAdapter
+from ..checkpoint.hf_files import HF_DIR
+from ..config import Config, ConfigError, resolve_path
+from ..registry import ModelSpec, find_spec
+
+
+def hf_config_dict(cfg: Config) -> dict:
+    m = cfg.model
+    raw: dict = {}
+    if m.model_name_or_path is not None:
+        path = resolve_path(m.model_name_or_path) / "config.json"
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"model.model_name_or_path: {path} is not valid JSON: {exc}") from None
+    raw.update(m.hf_config)
+    return raw
+
+
+def make_hf_config(raw: dict, spec: Optional[ModelSpec], trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    raw = dict(raw)
+    if spec is not None:
+        if spec.config_from_dict is not None:
+            return spec.config_from_dict(raw)
+        raw.pop("model_type", None)
+        return spec.config_class(**raw)
+    model_type = raw.pop("model_type", None)
+    if model_type is None:
+        raise ConfigError("model.hf_config: no model_type; the AutoModel path needs config.json's model_type "
+                          "(or set model.model_id to a registered package)")
+    return AutoConfig.for_model(model_type, trust_remote_code=trust_remote_code, **raw)
+
+
+def resolve_model(cfg: Config) -> tuple[Optional[ModelSpec], Any]:
+    """(registered spec or None for the AutoModel path, HF config) - cheap, before any weights."""
+    raw = hf_config_dict(cfg)
+    spec = find_spec(cfg.model.model_id, raw)
+    return spec, make_hf_config(raw, spec, cfg.model.trust_remote_code)
+
+
+def checkpoint_model(checkpoint: Path) -> tuple[StateDictAdapter, Any]:
+    """(adapter, config object) of the model a checkpoint was trained as, from its config.yaml and hf/."""
+    raw = json.loads((checkpoint / HF_DIR / "config.json").read_text())
+    run = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
+    spec = find_spec((run.get("model") or {}).get("model_id"), raw)
+    # The config was already used (and trusted or not) by the training run; export never runs remote code.
+    return (spec.adapter if spec else StateDictAdapter()), make_hf_config(raw, spec, trust_remote_code=False)
+
+
+def text_config(hf_config):
+    """The language model's config (a vision-language config nests it; a text config is its own)."""
+    return hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+
+
+def check_vocab(hf_config, tokenizer, tokenizer_path: str) -> None:
+    vocab_size = text_config(hf_config).vocab_size
+    if len(tokenizer) > vocab_size:
+        raise ConfigError(f"model.tokenizer_name_or_path: the tokenizer at {tokenizer_path} has {len(tokenizer)} "
+                          f"tokens but the model's vocab_size is {vocab_size}; use the model's tokenizer "
+                          "or raise vocab_size")
+
