@@ -1,6 +1,6 @@
-"""Sessions: test-core, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any other model folder
-(e.g. one made by `shardzoo new-model`), tests (all shipped), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny,
-tune-internvl-tiny, tune-wan-tiny.
+"""Sessions: test-core, test-core-alone, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any
+other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped), templates (every model folder
+scaffolded and its copy tested), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny, tune-internvl-tiny, tune-wan-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -44,7 +44,14 @@ def pytest(session: nox.Session, *paths: str) -> None:
 def test_core(session: nox.Session) -> None:
     """Core unit tests (config, ops, parallel, data, trainer) and repo-level tests."""
     install(session, MODELS, *TEST_EXTRAS)
-    pytest(session, "core/tests", "tests")
+    pytest(session, "core/tests", "tests", "--ignore=tests/templates")
+
+
+@nox.session(name="test-core-alone")
+def test_core_alone(session: nox.Session) -> None:
+    """The core installed without any model package passes its own tests (its tiny LM stands in)."""
+    install(session, [], "pytest")
+    pytest(session, "core/tests")
 
 
 @nox.session(name="test-qwen3")
@@ -98,7 +105,15 @@ for _model in _scaffolded_models():
 def tests(session: nox.Session) -> None:
     """Everything CI runs."""
     install(session, MODELS, *TEST_EXTRAS)
-    pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS])
+    pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS], "--ignore=tests/templates")
+
+
+@nox.session
+def templates(session: nox.Session) -> None:
+    """Each shipped model folder scaffolded by `shardzoo new-model` and its copy's whole test folder run
+    (long: every copy trains and launches its scripts)."""
+    install(session, MODELS, *TEST_EXTRAS)
+    pytest(session, "tests/templates")
 
 
 @nox.session
@@ -118,8 +133,8 @@ def bench(session: nox.Session) -> None:
     install(session, MODELS)
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/data_preprocess.py")
-    session.run("python", "models/qwen3/benchmarks/import_memory.py", "--nproc", "2")
-    session.run("python", "models/qwen3/benchmarks/context_parallel_memory.py")
+    session.run("python", "benchmarks/import_memory.py", "--nproc", "2")
+    session.run("python", "benchmarks/context_parallel_memory.py")
     session.run("python", "benchmarks/moe_layer.py")
 
 

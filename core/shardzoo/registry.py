@@ -37,7 +37,6 @@ class ModelSpec:
     """The `model_id` users write."""
     config_class: type
     """transformers PretrainedConfig subclass this package serves."""
-    model_class: type
     architectures: tuple[str, ...]
     model_types: tuple[str, ...]
     build_model: Callable[[Any], nn.Module]
@@ -60,6 +59,11 @@ class ModelSpec:
     activation_bytes: Optional[Callable[[Any, Any, bool], int]] = None
     """(Config, model config, recompute) -> per-rank activation estimate for `shardzoo plan`; None =
     the causal-LM estimate (tokens from data.cutoff_len)."""
+    parallelize: Optional[Callable[[nn.Module, Any, Any, Any], list[str]]] = None
+    """(model, model config, Meshes, Config) -> names of what it changed: the package's own step of the
+    parallelize checklist, for what the plan's module patterns cannot say (a module that needs a custom
+    split, a buffer to re-place, a parameter to tie after sharding). Runs after expert and context
+    parallel and the freezing, before recompute, compile and FSDP. None: the plan says everything."""
     packed_documents: bool = False
     """The decoder takes position_ids and document_ids and keeps attention inside each document, so
     packed data (data.packing) trains exactly as unpacked."""

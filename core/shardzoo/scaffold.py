@@ -7,10 +7,12 @@ The copy is renamed the way models/README.md tells a user to rename a `cp -r` by
 - the class prefix (`Qwen3ForCausalLM` -> `FooForCausalLM`) and the HF architecture and model_type
   the spec claims, so the registry never finds two packages for one checkpoint.
 
-What the package imports from transformers / diffusers keeps its name: the parity tests still compare
-against the template's reference until the modeling file changes, and the data pipeline's chat
-`template:` names and the shared files under data/ are not model names. Measured results
-(benchmarks/results), build leftovers and caches are not copied.
+What names the reference model keeps its name: what the package imports from transformers / diffusers
+(the parity tests still compare against it until the modeling file changes), hub ids
+(`Qwen/Qwen3-8B`), and the released configs under configs/<checkpoint>/ (copied verbatim, folder
+name included: they are that checkpoint's facts). The data pipeline's chat `template` names and the
+shared files under data/ are not model names either. Measured results (benchmarks/results), build
+leftovers and caches are not copied.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from .errors import ConfigError
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _SKIPPED_DIRS = ("__pycache__", ".pytest_cache", "results")
 _TEXT_SUFFIXES = (".py", ".toml", ".yaml", ".yml", ".sh", ".md", ".json", ".txt", ".cfg")
-# Lines that name something other than the model: the data pipeline's chat template.
-_KEEP_LINE = re.compile(r"""^\s*(template:|["']?template["']?\s*[:=])""")
+# The data pipeline's chat template after `template` in YAML, Python, prose or a CLI override
+# (`template: gpt_oss`, `.template == "gpt_oss"`, `--data.template gpt_oss`): a format, not our model.
+_CHAT_TEMPLATE = re.compile(r"""(?<=template)(?:["']?\s*(?:==|=|:)?\s*["']?)\w+""")
+# Hub ids of the reference checkpoints (Qwen/Qwen3-8B, checkpoints/Qwen3-8B): the reference's names.
+_HUB_ID = re.compile(r"(?<![\w.-])[\w-]+/[A-Z][\w.-]*")
 _VENDOR_IMPORT = re.compile(r"^\s*(from\s+(transformers|diffusers)[\w.]*\s+import|import\s+(transformers|diffusers))")
 # Masked while renaming: dotted paths into the vendor libraries, and the repository's shared data
 # (data/tokenizer_internvl belongs to every copy, not to the template).
@@ -43,10 +48,12 @@ class Rename:
     """The template's class prefix as spelled in its code, e.g. Qwen3, GptOss, InternVL."""
     new_class: str
 
+    kept: tuple[str, ...] = ()
+    """Exact names never renamed: the released-config folders of the template (e.g. qwen3-8b)."""
+
     def text(self, text: str, vendor_names: frozenset[str]) -> str:
         lines = text.splitlines(keepends=True)
-        return "".join(line if _KEEP_LINE.match(line) or _VENDOR_IMPORT.match(line) else self._line(line, vendor_names)
-                       for line in lines)
+        return "".join(line if _VENDOR_IMPORT.match(line) else self._line(line, vendor_names) for line in lines)
 
     def _line(self, line: str, vendor_names: frozenset[str]) -> str:
         masked: list[str] = []
@@ -55,7 +62,8 @@ class Rename:
             masked.append(match.group(0))
             return f"\0{len(masked) - 1}\0"
 
-        line = _SHARED.sub(mask, line)
+        for pattern in (_SHARED, _CHAT_TEMPLATE, _HUB_ID, *self._kept_patterns()):
+            line = pattern.sub(mask, line)
         line = re.sub(rf"(?<![A-Za-z0-9]){re.escape(self.old_class)}(\w*)",
                       lambda m: m.group(0) if m.group(0) in vendor_names or m.group(1)[:1].islower()
                       else self.new_class + m.group(1), line)
@@ -63,8 +71,18 @@ class Rename:
             line = re.sub(rf"(?<![A-Za-z0-9]){re.escape(old)}(?![a-z0-9])", new, line)
         return re.sub(r"\0(\d+)\0", lambda m: masked[int(m.group(1))], line)
 
+    def _kept_patterns(self) -> list[re.Pattern]:
+        return [re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])") for name in self.kept]
+
     def path(self, name: str) -> str:
+        if name in self.kept:
+            return name
         return re.sub(rf"(?<![A-Za-z0-9]){re.escape(self.old)}(?![a-z0-9])", self.new, name)
+
+
+def released_configs(package: Path) -> list[Path]:
+    """configs/<checkpoint>/ folders holding a released config.json (for planning real sizes)."""
+    return sorted(p.parent for p in package.glob("configs/*/config.json"))
 
 
 def class_prefix(name: str) -> str:
@@ -111,8 +129,9 @@ def new_model(name: str, template: str, models_dir: Path, *, new_class: str | No
     if dest.exists():
         raise ConfigError(f"new-model: {dest} already exists; choose another name or remove it")
     package = source / f"shardzoo_{template}"
+    released = released_configs(source)
     rename = Rename(template, name, template_class or template_class_prefix(package, template),
-                    new_class or class_prefix(name))
+                    new_class or class_prefix(name), tuple(sorted(p.name for p in released)))
 
     written = []
     for path in sorted(source.rglob("*")):
@@ -122,7 +141,9 @@ def new_model(name: str, template: str, models_dir: Path, *, new_class: str | No
             continue
         target = dest / Path(*[rename.path(part) for part in rel.parts])
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix in _TEXT_SUFFIXES:
+        if any(folder in path.parents for folder in released):
+            shutil.copyfile(path, target)  # the reference checkpoint's own facts
+        elif path.suffix in _TEXT_SUFFIXES:
             text = path.read_text()
             target.write_text(rename.text(text, vendor_names(text)))
         else:

@@ -1,4 +1,4 @@
-"""The NPU backend of attention through the fake torch_npu (reference/npu_ops.md §5.2): every mask the
+"""The NPU backend of attention through the fake torch_npu (docs/npu_ops.md §5.2): every mask the
 models use (causal, GQA, sliding window, packed documents as varlen TND, non-causal), sinks both
 through the op's `sink` argument and through the LSE correction of older torch_npu, in the BSND and
 BNSD layouts; and the fake rejects what the real op rejects. Real NPU validation needs hardware."""

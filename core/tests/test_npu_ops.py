@@ -1,4 +1,4 @@
-"""The NPU backends of the dense ops through the fake torch_npu (reference/npu_ops.md §5): each equals
+"""The NPU backends of the dense ops through the fake torch_npu (docs/npu_ops.md §5): each equals
 its op's reference, forward and backward, and the fake rejects what the real op rejects. The MoE
 backends (grouped matmul, permute) are in test_moe_ops.py. Real NPU validation needs hardware."""
 

@@ -4,7 +4,7 @@
 
 with (a, b) = columns (0::2, 1::2) of x when `interleaved` (GPT-OSS's gate_up layout), else the
 first and second halves. npu_clipped_swiglu computes the same but is inference-only (no
-backward, reference/npu_ops.md §5.2), so training keeps this composition of torch ops.
+backward, docs/npu_ops.md §5.2), so training keeps this composition of torch ops.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _example(tokens: int, dtype: torch.dtype):
 
 
 class _NpuClippedSwiglu(torch.autograd.Function):
-    """npu_clipped_swiglu has no registered backward (reference/npu_ops.md 5.1): the gradient comes
+    """npu_clipped_swiglu has no registered backward (docs/npu_ops.md 5.1): the gradient comes
     from the reference's formula, recomputed from the saved input."""
 
     @staticmethod
@@ -58,7 +58,7 @@ class _NpuClippedSwiglu(torch.autograd.Function):
 
 
 # Opt-in (priority 0, the reference wins `auto`): the op is documented for inference, has no
-# backward, and SGLang replaced it over precision (reference/npu_ops.md 5.2).
+# backward, and SGLang replaced it over precision (docs/npu_ops.md 5.2).
 @clipped_swiglu.register("npu_clipped_swiglu", devices=(NPU,),
                          unavailable=torch_npu_op_missing("npu_clipped_swiglu", "7.3.0"))
 def clipped_swiglu_npu(x: torch.Tensor, alpha: float = 1.702, limit: float = 7.0,

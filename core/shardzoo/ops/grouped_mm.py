@@ -78,7 +78,7 @@ def grouped_mm_torch(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor) -> 
 
 
 class _NpuGroupedMatmul(torch.autograd.Function):
-    """npu_grouped_matmul has no registered autograd (reference/npu_ops.md §5.1): dX is the same op
+    """npu_grouped_matmul has no registered autograd (docs/npu_ops.md §5.1): dX is the same op
     with the transposed weight, dW a K-axis grouped matmul (group_type 2) of x^T and the gradient."""
 
     @staticmethod

@@ -3,7 +3,7 @@
 permute: each token is copied once per selected expert and the copies are ordered by expert
 (stable, so ties keep token order): permuted [T*k, H] and sorted_indices [T*k], where
 sorted_indices[t*k + j] is the row of permuted holding the j-th copy of token t (the
-npu_moe_token_permute contract, reference/npu_ops.md §5.2).
+npu_moe_token_permute contract, docs/npu_ops.md §5.2).
 unpermute: the inverse, summing the k copies of each token weighted by probs [T, k].
 """
 

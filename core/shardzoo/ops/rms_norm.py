@@ -56,7 +56,7 @@ def rms_norm_npu(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in_fp
     # torch_npu.npu_rms_norm returns (y, rstd); y scales by the weight before rounding to x's dtype, so
     # it equals the reference exactly for weight_in_fp32 (GPT-OSS) and in fp32, and by one bf16
     # rounding otherwise (as MindSpeed accepts for Qwen). Allowed (x, weight) dtypes: equal, or a
-    # half-precision x with an fp32 weight (reference/npu_ops.md 5.2).
+    # half-precision x with an fp32 weight (docs/npu_ops.md 5.2).
     import torch_npu
 
     if weight.dtype != x.dtype and not (weight.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)):

@@ -110,7 +110,7 @@ def rotary_autograd_fn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
 def rotary_npu(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode: RotaryMode = "half") -> torch.Tensor:
     # npu_rotary_mul takes full-width tables (as ours) in a broadcast form of x's BSND layout: half
     # mode 1S1D / BS1D / BSND, interleave only 1S1D, so per-sample interleave tables go one sample
-    # per call (reference/npu_ops.md 5.2).
+    # per call (docs/npu_ops.md 5.2).
     import torch_npu
 
     cos, sin = cos.unsqueeze(2).to(x.dtype), sin.unsqueeze(2).to(x.dtype)

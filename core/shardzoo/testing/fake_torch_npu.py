@@ -1,4 +1,4 @@
-"""A pure-torch stand-in for torch_npu, following reference/npu_ops.md §5, so the NPU backends'
+"""A pure-torch stand-in for torch_npu, following docs/npu_ops.md §5, so the NPU backends'
 call patterns, argument checks and autograd can be tested without an NPU. Each op implements the
 documented semantics and rejects what the documented op rejects (dtypes, shapes, broadcast forms,
 limits); ops without a registered derivative return outputs without autograd, as the real ones

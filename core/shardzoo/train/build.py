@@ -1,8 +1,9 @@
 """Build the model for training: config -> (registered package | AutoModel) -> parallelize -> weights.
 
-The parallelize checklist runs in the fixed order of DESIGN.md (TP -> EP -> CP -> recompute ->
-FSDP; TP does not exist yet). Registered models are built on the meta device
-and materialised shard by shard; the AutoModel path builds the HF model on the CPU first.
+The parallelize checklist runs in a fixed order (docs/architecture.md: EP -> CP -> freeze -> the
+package's own step -> recompute -> compile -> FSDP; TP does not exist yet). Registered models are
+built on the meta device and materialised shard by shard; the AutoModel path builds the HF model on
+the CPU first.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class BuiltModel:
     frozen: list[str]
     flops_per_token: Callable[[int], float]
     compiled: list[str] = field(default_factory=list)
+    customised: list[str] = field(default_factory=list)
+    """What the package's own ModelSpec.parallelize step changed."""
 
 
 def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
@@ -69,7 +72,8 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         plan = None
         flops = generic_flops_per_token(model, hf_config)
 
-    # Parallelize checklist: (TP not yet available) -> EP -> CP -> recompute -> compile -> FSDP.
+    # Parallelize checklist: (TP not yet available) -> EP -> CP -> freeze -> the package's own step
+    # (ModelSpec.parallelize) -> recompute -> compile -> FSDP.
     ep_patterns = p.ep_modules or list(plan.ep_modules if plan else [])
     expert_parallel = []
     if meshes.ep is not None:
@@ -82,6 +86,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         context_parallel = _apply_context_parallel(model, p.cp_modules or list(plan.cp_modules if plan else []),
                                                    meshes, hf_config)
     frozen = _freeze(model, m.freeze_modules) if m.freeze_modules else []
+    customised = spec.parallelize(model, hf_config, meshes, cfg) if spec is not None and spec.parallelize else []
     recomputed = []
     if p.recompute or (p.recompute is None and p.recompute_modules):
         patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
@@ -103,7 +108,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
             path = resolve_path(m.model_name_or_path)
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
     return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
-                      flops, compiled)
+                      flops, compiled, customised)
 
 
 def _freeze(model: nn.Module, patterns: list[str]) -> list[str]:

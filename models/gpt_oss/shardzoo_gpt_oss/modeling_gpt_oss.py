@@ -2,7 +2,7 @@
 
 Parameter names and shapes equal transformers' (v5) state dict, so the HF BF16 layout loads
 one to one; the released MXFP4 expert blocks are dequantised by the adapter (spec.py).
-Numerics follow reference/model_facts.md §4:
+Numerics follow docs/model_facts.md §4:
 
     h = embed(ids)                                         (padding row = pad_token_id: zero gradient)
     cos, sin = YaRN(theta 150000, factor 32, truncate False), both scaled by 0.1 ln(32) + 1

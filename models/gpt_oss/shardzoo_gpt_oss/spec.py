@@ -56,7 +56,6 @@ def tiny_config(**overrides) -> GptOssConfig:
 SPEC = ModelSpec(
     name="gpt_oss",
     config_class=GptOssConfig,
-    model_class=GptOssForCausalLM,
     architectures=("GptOssForCausalLM",),
     model_types=("gpt_oss",),
     build_model=GptOssForCausalLM,

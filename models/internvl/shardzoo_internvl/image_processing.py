@@ -1,4 +1,4 @@
-"""InternVL's dynamic tiling (reference/model_facts.md §5), with Pillow and torch only.
+"""InternVL's dynamic tiling (docs/model_facts.md §5), with Pillow and torch only.
 
 An image becomes `rows x cols` tiles of `image_size` px, the grid (1 <= tiles <= max_tiles)
 whose aspect ratio is closest to the image's (on a tie the larger grid when the image has more

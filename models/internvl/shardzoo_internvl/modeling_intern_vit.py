@@ -1,7 +1,7 @@
 """InternViT, the InternVL vision encoder (transformers `InternVLVisionModel`), rewritten on shardzoo ops.
 
 Parameter names equal the HF-format checkpoint's (`model.vision_tower.*`). Numerics follow
-reference/model_facts.md §5:
+docs/model_facts.md §5:
 
     x = conv14x14(pixels) (+bias), flattened row-major; x = [cls; x] + pos   (pos bicubic-resized
                                                                              when the grid differs)

@@ -1,6 +1,6 @@
 """InternVL 3.5 (transformers `InternVLForConditionalGeneration`): InternViT, pixel shuffle, the mlp1
 projector and a Qwen3 language model reused from shardzoo_qwen3. Numerics follow
-reference/model_facts.md §5:
+docs/model_facts.md §5:
 
     per tile:  f = vit(pixels)[1:]                   (last layer, CLS dropped) -> [32, 32, C] grid
                f = pixel_shuffle(f)                  -> [16, 16, 4C], token (i, j) holds the channels of

@@ -52,7 +52,7 @@ def images(config: InternVLConfig, data) -> InternVLImages:
 
 
 def tiny_config(**overrides) -> InternVLConfig:
-    """reference/model_facts.md §5's smallest config: 56 px tiles of 14 px patches -> 4x4 patches -> 2x2 = 4
+    """docs/model_facts.md §5's smallest config: 56 px tiles of 14 px patches -> 4x4 patches -> 2x2 = 4
     image tokens per tile; GQA and nH*d != H in the LM; tie_word_embeddings explicit (HF defaults to True)."""
     fields = dict(
         text_config=dict(model_type="qwen3", vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -101,7 +101,6 @@ ADAPTER = StateDictAdapter(ops=(_original_layout(), _pre_v5_hf_layout()),
 SPEC = ModelSpec(
     name="internvl",
     config_class=InternVLConfig,
-    model_class=InternVLForConditionalGeneration,
     architectures=("InternVLForConditionalGeneration",),
     model_types=("internvl",),
     build_model=InternVLForConditionalGeneration,

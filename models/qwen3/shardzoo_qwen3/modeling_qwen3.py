@@ -1,7 +1,7 @@
 """Qwen3 dense decoder (transformers `Qwen3ForCausalLM`), rewritten on shardzoo ops.
 
 Parameter names equal the HF checkpoint names, so the state-dict adapter is the identity (plus
-dropping `lm_head.weight` for tied models). Numerics follow reference/model_facts.md §2:
+dropping `lm_head.weight` for tied models). Numerics follow docs/model_facts.md §2:
 
     h = embed(ids)
     per layer:  x = rmsnorm(h)

@@ -48,7 +48,6 @@ def tiny_config(**overrides) -> Qwen3Config:
 SPEC = ModelSpec(
     name="qwen3",
     config_class=Qwen3Config,
-    model_class=Qwen3ForCausalLM,
     architectures=("Qwen3ForCausalLM",),
     model_types=("qwen3",),
     build_model=Qwen3ForCausalLM,
@@ -105,7 +104,6 @@ MOE_ADAPTER = StateDictAdapter(
 MOE_SPEC = ModelSpec(
     name="qwen3_moe",
     config_class=Qwen3MoeConfig,
-    model_class=Qwen3MoeForCausalLM,
     architectures=("Qwen3MoeForCausalLM",),
     model_types=("qwen3_moe",),
     build_model=Qwen3MoeForCausalLM,

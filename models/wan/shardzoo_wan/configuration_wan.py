@@ -17,7 +17,7 @@ _ORIGINAL_SKIPPED = ("text_len", "_diffusers_version", "_class_name", "model_typ
 
 
 def from_original(raw: dict) -> dict:
-    """Original Wan `WanModel` config.json -> diffusers field names (reference/model_facts.md §6)."""
+    """Original Wan `WanModel` config.json -> diffusers field names (docs/model_facts.md §6)."""
     if raw.get("model_type", "t2v") not in ("t2v", "ti2v"):
         raise NotImplementedError(f"original Wan config: model_type {raw['model_type']!r} (Wan2.1 I2V with CLIP "
                                   "image tokens, FLF2V, VACE) is not implemented; t2v and ti2v are")

@@ -1,4 +1,4 @@
-"""Rectified-flow training objective of Wan (reference/model_facts.md §6).
+"""Rectified-flow training objective of Wan (docs/model_facts.md §6).
 
     sigma ~ the sampler;  x_t = (1 - sigma) x0 + sigma noise;  target v = noise - x0
     prediction = DiT(x_t, t = 1000 sigma, text);  loss = mean squared error against v

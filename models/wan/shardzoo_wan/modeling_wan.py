@@ -1,7 +1,7 @@
 """Wan 2.1 / 2.2 video DiT (diffusers `WanTransformer3DModel`), rewritten on shardzoo ops.
 
 Parameter names equal the diffusers checkpoint's; the original Wan layout is converted by the
-adapter (spec.py). Numerics follow reference/model_facts.md §6 (diffusers' fp32 choices):
+adapter (spec.py). Numerics follow docs/model_facts.md §6 (diffusers' fp32 choices):
 
     x = conv3d_(1,2,2)(latents) -> tokens in (f, h, w) order              [B, L, D]
     e = time_embedder(sinusoid(t))  (cos first, t in [0, 1000]);  e0 = time_proj(silu(e)) -> 6 x D

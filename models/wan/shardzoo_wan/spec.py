@@ -60,7 +60,7 @@ def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
 
 
 def tiny_config(**overrides) -> WanConfig:
-    """reference/model_facts.md §6's smallest config: head_dim 12 -> rope split 4/4/4."""
+    """docs/model_facts.md §6's smallest config: head_dim 12 -> rope split 4/4/4."""
     fields = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
                   text_dim=16, freq_dim=8, ffn_dim=32, num_layers=2, cross_attn_norm=True,
                   qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=32)
@@ -100,7 +100,6 @@ PLAN = ParallelPlan(
 SPEC = ModelSpec(
     name="wan",
     config_class=WanConfig,
-    model_class=WanTransformer3DModel,
     architectures=("WanTransformer3DModel", "WanModel"),  # diffusers' and the original config's _class_name
     model_types=(),
     build_model=WanTransformer3DModel,

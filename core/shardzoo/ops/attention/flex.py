@@ -5,7 +5,7 @@ documents need an explicit mask, which sends SDPA to its slow kernels with a [T,
 FlexAttention compiles the mask into a block-sparse kernel instead:
 - sliding window, documents and causality become one `mask_mod` and a BlockMask (fully masked
   blocks are skipped, so a window of w costs O(T w), not O(T^2));
-- sinks use the LSE identity out_sink = out * sigmoid(lse - sink[h]) (reference/model_facts.md,
+- sinks use the LSE identity out_sink = out * sigmoid(lse - sink[h]) (docs/model_facts.md,
   GPT-OSS), with FlexAttention's differentiable natural-log LSE.
 
 FlexAttention is compiled once per process (an eager call is an unfused reference implementation,

@@ -1,4 +1,4 @@
-"""The `attention` op on Ascend: torch_npu.npu_fusion_attention (reference/npu_ops.md §5.2).
+"""The `attention` op on Ascend: torch_npu.npu_fusion_attention (docs/npu_ops.md §5.2).
 
 How the reference's arguments map onto the fused op:
 - layout: BSND, our own [batch, seq, heads, head_dim], so nothing is transposed; BNSD is offered

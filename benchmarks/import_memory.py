@@ -1,6 +1,6 @@
 """Peak resident memory per rank while an HF checkpoint loads into the meta-built, FSDP2-sharded Qwen3.
 
-    python models/qwen3/benchmarks/import_memory.py [--nproc 2] [--layers 12] [--hidden 1024] [--out FILE]
+    python benchmarks/import_memory.py [--nproc 2] [--layers 12] [--hidden 1024] [--out FILE]
 
 Writes a random HF Qwen3 checkpoint (fp32, sharded safetensors), then on N CPU ranks builds the
 model from it the way training does and prints each rank's peak RSS growth during the build
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_checkpoint(path: Path, layers: int, hidden: int) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from shardzoo.testing import run_training
 
-REPO = Path(__file__).resolve().parents[3]
-CONFIG = REPO / "models/qwen3/configs/tune_qwen3_tiny.yaml"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "core/tests/configs/tiny_lm.yaml"
 COMMON = ["--training.max_steps", "6", "--training.logging_steps", "1", "--data.max_samples", "96"]
 # Same samples per step, summed gradients over ranks, loss over the global token count: the runs
 # differ only in fp32 summation order (per-rank partial sums, reduce-scatter). Measured here:

@@ -1,6 +1,6 @@
 """Memory per rank of one long sequence, CP=1 (one process) vs Ulysses CP=2 (two CPU ranks).
 
-    python models/qwen3/benchmarks/context_parallel_memory.py [--seq 8192] [--hidden 256] [--layers 4] [--out FILE]
+    python benchmarks/context_parallel_memory.py [--seq 8192] [--hidden 256] [--layers 4] [--out FILE]
 
 A Qwen3 of the given size (8 heads / 2 kv heads of 32, fp32, random init) runs forward + backward
 of one row of --seq tokens through the training loss; with CP=2 each rank holds half the row
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def worker(args: argparse.Namespace, out: Path) -> None:

@@ -20,8 +20,8 @@ import pytest
 import torch
 from shardzoo.testing import launch_training, loss_curve, read_metrics, run_training, training_command, training_env
 
-REPO = Path(__file__).resolve().parents[3]
-CONFIG = REPO / "models/qwen3/configs/tune_qwen3_tiny.yaml"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "core/tests/configs/tiny_lm.yaml"
 STEPS = 12
 COMMON = ["--training.max_steps", str(STEPS), "--training.logging_steps", "1", "--data.max_samples", "96",
           "--training.per_device_train_batch_size", "4", "--training.save_steps", "3"]
@@ -105,14 +105,13 @@ def test_resume_none_refuses_to_mix_runs(uninterrupted):
     assert "training.resume: none, but" in proc.stderr and "checkpoint-12" in proc.stderr
 
 
-def test_export_loads_in_transformers_with_our_logits(uninterrupted, tmp_path):
+def test_export_holds_the_checkpoint_weights_through_the_adapter(uninterrupted, tmp_path):
+    from shardzoo.checkpoint import iter_safetensors
     from shardzoo.checkpoint.dcp_state import load_model_tensors, model_tensor_specs
-    from shardzoo_qwen3 import Qwen3ForCausalLM
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
 
     ckpt, out = uninterrupted[0] / "checkpoint-12", tmp_path / "hf"
     proc = subprocess.run([sys.executable, "-m", "shardzoo", "export", str(ckpt), "--format", "hf", str(out), "--dtype",
-                           "float32", "--max-shard-size", "1MB"], capture_output=True, text=True, cwd=REPO,
+                           "float32", "--max-shard-size", "100KB"], capture_output=True, text=True, cwd=REPO,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -122,23 +121,10 @@ def test_export_loads_in_transformers_with_our_logits(uninterrupted, tmp_path):
     for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
-    AutoTokenizer.from_pretrained(str(out))
-
-    hf = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="eager").eval()
-    config = Qwen3Config.from_pretrained(str(out))
-    ours = Qwen3ForCausalLM(config).eval()
-    tensors = load_model_tensors(ckpt / "state", model_tensor_specs(ckpt / "state"))
-    missing, unexpected = ours.load_state_dict(tensors, strict=False)
-    assert missing == ["lm_head.weight"] and unexpected == []  # tied: the embedding fills both
-    ids = torch.randint(0, config.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        # fp32 both; the implementations order reductions differently (see test_parity.TOL).
-        torch.testing.assert_close(ours(ids), hf(input_ids=ids).logits, atol=2e-5, rtol=2e-5)
-
-    # The export written at the end of training holds the same weights.
-    from shardzoo.checkpoint import iter_safetensors
-
-    at_end = dict(iter_safetensors(uninterrupted[0] / "hf"))
     exported = dict(iter_safetensors(out))
-    assert sorted(at_end) == sorted(exported)
-    assert all(torch.equal(at_end[k], exported[k]) for k in exported)
+    ours = load_model_tensors(ckpt / "state", model_tensor_specs(ckpt / "state"))
+    assert sorted(exported) == sorted(k for k in ours if k != "lm_head.weight")
+    assert all(torch.equal(exported[k], ours[k]) for k in exported)
+    # The export written at the end of training holds the same weights.
+    at_end = dict(iter_safetensors(uninterrupted[0] / "hf"))
+    assert sorted(at_end) == sorted(exported) and all(torch.equal(at_end[k], exported[k]) for k in exported)
