@@ -61,8 +61,7 @@ def test_scaffolded_package_installs_and_passes_its_tests(tmp_path):
     # The released Qwen3-8B config is that checkpoint's facts: copied as it is, folder name included.
     assert (package / "configs/qwen3-8b/config.json").read_bytes() == \
         (REPO / "models/qwen3/configs/qwen3-8b/config.json").read_bytes()
-    assert "models/foo/configs/qwen3-8b" in (package / "tune_8b.sh").read_text() + \
-        (package / "configs/tune_foo_8b.yaml").read_text()
+    assert "models/foo/configs/qwen3-8b" in (package / "tests/test_launch.py").read_text()
     listing = subprocess.run([sys.executable, "-m", "shardzoo", "models"], env=made.env, capture_output=True,
                              text=True, timeout=120)
     assert "foo  shardzoo-foo 0.1.0  architectures: FooForCausalLM" in listing.stdout, listing.stdout + listing.stderr
