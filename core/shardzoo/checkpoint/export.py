@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -26,10 +27,13 @@ from .adapter import StateDictAdapter
 from .hf_files import HF_DIR
 from .hf_weights import DIFFUSERS_WEIGHTS, INDEX_NAME, weights_stem
 from .manifest import CheckpointError, raise_if_any, verify
+from .run_lock import LOCK_NAME as RUN_LOCK
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+EXPORT_MARKER = ".shardzoo-export"
+"""Written into every export: `--overwrite` replaces only folders that hold it."""
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
            "fp16": torch.float16, "float16": torch.float16}
 Gather = Callable[[object], list]
@@ -87,22 +91,54 @@ def _export_dtype(name: str, config: dict, specs: dict) -> torch.dtype:
     return next(iter(specs.values()))[1]
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> Optional[str]:
+def _training_state(path: Path) -> Optional[str]:
+    """What training state `path` is, if any: a checkpoint (published or being saved) or a run folder."""
+    if (path / layout.MANIFEST).is_file() or layout.step_of(path) is not None \
+            or path.name.startswith(layout.TMP_PREFIX + layout.PREFIX):
+        return "a checkpoint"
+    if path.is_dir() and ((path / layout.LATEST).is_file() or (path / "metrics.jsonl").is_file()
+                          or (path / RUN_LOCK).exists() or layout.published(path)):
+        return "a training run's output_dir"
+    return None
+
+
+def _check_target(out_dir: Path, overwrite: bool, run_dir: Optional[Path]) -> Optional[str]:
+    """Why writing the export to `out_dir` could destroy work, or None. `run_dir`: the run whose own
+    end-of-training export this is (it writes <run_dir>/hf)."""
+    out_dir = out_dir.resolve()
     if out_dir.exists() and not out_dir.is_dir():
         return f"{out_dir} exists and is not a directory"
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        return f"{out_dir} is not empty; choose another directory or pass --overwrite"
+    own = run_dir is not None and out_dir.parent == Path(run_dir).resolve()
+    what = _training_state(out_dir)
+    if what:
+        return f"{out_dir} is {what}; export into a folder of its own"
+    for parent in out_dir.parents:
+        if (what := _training_state(parent)) and not (own and parent == out_dir.parent):
+            return f"{out_dir} is inside {parent}, {what}; export into a folder outside it"
+    if out_dir.is_dir():
+        for marker in (layout.MANIFEST, "metrics.jsonl", RUN_LOCK):
+            held = next(out_dir.rglob(marker), None)
+            if held is not None:
+                return f"{out_dir} holds training state ({held}); export into a folder of its own"
+        if any(out_dir.iterdir()):
+            if not overwrite:
+                return f"{out_dir} is not empty; choose another directory or pass --overwrite"
+            if not own and not (out_dir / EXPORT_MARKER).is_file():
+                return (f"{out_dir} was not written by shardzoo export (no {EXPORT_MARKER}), so --overwrite does not "
+                        "replace it; remove it yourself or choose another directory")
     return None
 
 
 def export_hf(checkpoint: Path, out_dir: Path, *, adapter: StateDictAdapter, hf_config, dtype: str = "auto",
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, rank: int = 0, world: int = 1, overwrite: bool = False,
-              gather: Optional[Gather] = None) -> Path:
+              gather: Optional[Gather] = None, run_dir: Optional[Path] = None) -> Path:
     """Write the model of `checkpoint` as an HF folder at `out_dir`, mapped to the HF layout by `adapter`
-    (the model's; converters may read `hf_config`). Collective when world > 1."""
+    (the model's; converters may read `hf_config`). Collective when world > 1. A target that is, holds
+    or sits inside training state is refused; `overwrite` replaces only an earlier export (marked by
+    EXPORT_MARKER), except the run's own `<run_dir>/hf`."""
     gather = gather or (lambda obj: [obj])
     checkpoint, out_dir = resolve_checkpoint(Path(checkpoint)), Path(out_dir)
-    raise_if_any(gather, _check_target(out_dir, overwrite))
+    raise_if_any(gather, _check_target(out_dir, overwrite, run_dir))
     verify(checkpoint, rank, world, gather)
     hf_src = checkpoint / HF_DIR
     raw = json.loads((hf_src / "config.json").read_text())
@@ -158,11 +194,18 @@ def _finish(tmp: Path, out_dir: Path, hf_src: Path, raw: dict, dtype: torch.dtyp
         raw = {**raw, "dtype": str(dtype).removeprefix("torch.")}
         raw.pop("torch_dtype", None)
     (tmp / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    (tmp / EXPORT_MARKER).write_text("written by shardzoo export; `--overwrite` may replace this folder\n")
     if n_shards > 1:
         index = {"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         (tmp / (INDEX_NAME if stem == "model" else f"{stem}.safetensors.index.json")).write_text(
             json.dumps(index, indent=2) + "\n")
+    # The old export stays whole until the new one is in place: a crash leaves one of them.
+    old = out_dir.with_name(f"{layout.DELETING_PREFIX}export-{out_dir.name}")
     if out_dir.exists():
         assert overwrite or not any(out_dir.iterdir())
-        layout.remove_tree(out_dir)
-    tmp.rename(out_dir)
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old.exists():
+        shutil.rmtree(old)

@@ -5,7 +5,10 @@
     <output_dir>/latest                    name of the last published checkpoint, rewritten atomically last
 
 A published directory is complete when its manifest exists (it is the last file written before
-the rename); `latest` is a convenience for people and tools, resume scans the directories.
+the rename). `latest` names the run's timeline: `resume: auto` continues from it while it names a
+complete checkpoint, so checkpoints of an abandoned timeline (newer numbers, left by a rollback) are
+never picked by their number. Symbolic links named like checkpoints are not ours: never resumed
+from, never pruned.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -37,8 +41,15 @@ def published(output_dir: Path) -> list[Path]:
     """checkpoint-<step> directories, oldest first."""
     if not output_dir.is_dir():
         return []
-    dirs = [p for p in output_dir.iterdir() if p.is_dir() and step_of(p) is not None]
+    dirs = [p for p in output_dir.iterdir() if p.is_dir() and not p.is_symlink() and step_of(p) is not None]
     return sorted(dirs, key=step_of)
+
+
+def linked(output_dir: Path) -> list[Path]:
+    """Symbolic links named like checkpoints (copied or linked in by hand): reported, never used."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(p for p in output_dir.iterdir() if p.is_symlink() and step_of(p) is not None)
 
 
 def complete(output_dir: Path) -> list[Path]:
@@ -75,6 +86,21 @@ def write_atomic(path: Path, text: str) -> None:
 def read_latest(output_dir: Path) -> Optional[str]:
     path = output_dir / LATEST
     return path.read_text().strip() if path.is_file() else None
+
+
+ABANDONED_PREFIX = "abandoned-"
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint of an abandoned timeline so nothing resumes from it or prunes it; kept."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{ABANDONED_PREFIX}{stamp}-{path.name}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{ABANDONED_PREFIX}{stamp}-{n}-{path.name}")
+    os.replace(path, target)
+    return target
 
 
 def remove_tree(path: Path) -> None:

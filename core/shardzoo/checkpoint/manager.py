@@ -161,16 +161,53 @@ class Checkpointer:
                                   f"({', '.join(p.name for p in done[-3:])}); set training.resume: auto to continue "
                                   "that run, or use a new training.output_dir")
             return None
+        if self.rank == 0:
+            for path in layout.linked(self.output_dir):
+                log.warning("ignoring %s: a symbolic link, not a checkpoint this run wrote (never resumed from or "
+                            "pruned); give its target as training.resume to continue from it", path)
         if setting == "auto":
             if self.rank == 0:
                 for path in layout.incomplete(self.output_dir):
                     log.warning("ignoring incomplete checkpoint %s (its save was interrupted)", path)
-            return done[-1] if done else None
+            return self._timeline_head(done)
         path = resolve_path(setting)
         if not (path / layout.MANIFEST).is_file():
             raise CheckpointError(f"training.resume: {path} has no {layout.MANIFEST}, so it is not a complete "
                                   "checkpoint; pick a checkpoint-<step> directory or use auto")
         return path
+
+    def _timeline_head(self, done: list[Path]) -> Optional[Path]:
+        """`latest` while it names a complete checkpoint; otherwise (written by an older version, or
+        lost) the newest complete one."""
+        name = layout.read_latest(self.output_dir)
+        head = self.output_dir / name if name else None
+        if head is not None and head in done:
+            return head
+        if name and self.rank == 0:
+            log.warning("%s names %s, which is not a complete checkpoint here; continuing from the newest "
+                        "complete one", self.output_dir / layout.LATEST, name)
+        return done[-1] if done else None
+
+    def start_timeline(self, resumed_from: Path, step: int) -> None:
+        """A run that resumed from `step` continues that checkpoint's timeline: newer checkpoints of
+        output_dir (an explicit resume from an older one, a rollback) belong to an abandoned one. Rank 0
+        renames them aside (kept, warned), so a later `resume: auto` or pruning never meets them.
+        Collective."""
+        moved: list[str] = []
+        error = None
+        if self.rank == 0:
+            try:
+                for path in layout.published(self.output_dir):
+                    if layout.step_of(path) > step and path.resolve() != resumed_from.resolve():
+                        moved.append(f"{path.name} -> {layout.set_aside(path).name}")
+                if moved and resumed_from.parent.resolve() == self.output_dir.resolve():
+                    layout.write_atomic(self.output_dir / layout.LATEST, resumed_from.name)
+            except OSError as exc:
+                error = f"setting aside the newer checkpoints of {self.output_dir}: {exc!r}"
+        raise_if_any(gather_objects, error)
+        if moved:
+            log.warning("resumed from step %d of %s: the newer checkpoints of the abandoned timeline were kept "
+                        "under new names and will not be resumed from: %s", step, resumed_from, "; ".join(moved))
 
     def load(self, path: Path, run_state: RunState, total_steps: int) -> int:
         """Collective. Restores everything and returns the number of steps already done."""

@@ -71,6 +71,10 @@ def read_manifest(root: Path) -> dict:
         files = manifest["files"]
         if not isinstance(files, dict):
             raise TypeError("'files' is not a mapping")
+        for name, entry in files.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) \
+                    or not isinstance(entry.get("crc32", 0), int):
+                raise TypeError(f"the entry of {name!r} lacks an integer 'bytes' (or has a bad 'crc32'): {entry!r}")
     except FileNotFoundError:
         raise CheckpointError(f"{root}: no {MANIFEST}, so the checkpoint is incomplete (its save was interrupted); "
                               "resume from an earlier checkpoint") from None
@@ -103,6 +107,10 @@ def verify(root: Path, rank: int, world: int, gather: Gather) -> dict:
     if manifest is not None:
         names = sorted(manifest["files"])
         problems = [p for name in names[rank::world] if (p := _problem(root, name, manifest["files"][name]))]
+        if rank == 0:
+            # Only what the save wrote is read back: a file copied in later would be loaded as state.
+            strays = sorted(set(list_files(root)) - set(names))
+            problems += [f"{root / name}: not in the manifest (not written by the save); remove it" for name in strays]
     gathered = gather((error, problems))
     errors = sorted({e for e, _ in gathered if e})
     problems = sorted(p for _, ps in gathered for p in ps)

@@ -15,13 +15,20 @@ operating system pages tokens in and out, so a corpus larger than RAM is read wi
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
 
 META = "meta.json"
 FORMAT_VERSION = 2
@@ -34,12 +41,41 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 
 
+TMP_MARK = ".tmp-"
+_OWNER = re.compile(re.escape(TMP_MARK) + r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\Z")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the unfinished stores of writers on this host whose process is gone."""
+    removed = []
+    for path in folder.glob(f".*{TMP_MARK}*") if folder.is_dir() else ():
+        owner = _OWNER.search(path.name)
+        if owner and owner["host"] == socket.gethostname() and not _alive(int(owner["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            log.info("removed %s, left by a tokenising process that is gone", path)
+    return removed
+
+
 class TokenStoreWriter:
     """Appends documents; `commit()` publishes the store atomically, leaving the context without it discards."""
 
     def __init__(self, path: Path, vocab_size: int, with_mask: bool, shard_tokens: int = DEFAULT_SHARD_TOKENS):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        remove_orphans(self.path.parent)
+        # The owner in the name: a writer killed mid-way (SIGTERM, kill -9) is found and cleared later.
+        self.tmp = self.path.with_name(f".{self.path.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}-"
+                                       f"{uuid.uuid4().hex[:8]}")
         self.tmp.mkdir(parents=True)
         self.dtype = token_dtype(vocab_size)
         self.with_mask = with_mask
@@ -122,10 +158,10 @@ class TokenStore:
         self.path = Path(path)
         meta_path = self.path / META
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.path}: not a token store (no {META})")
+            raise DataError(f"{self.path}: not a token store (no {META})")
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{self.path}: token store format {self.meta.get('format_version')} is not "
+            raise DataError(f"{self.path}: token store format {self.meta.get('format_version')} is not "
                              f"{FORMAT_VERSION}; delete the folder (or set data.overwrite_cache: true)")
         self.offsets = self._map("offsets.bin", np.int64, self.meta["documents"] + 1)
         dtype = np.dtype(self.meta["dtype"])
@@ -147,7 +183,7 @@ class TokenStore:
         path = self.path / name
         expected = n * np.dtype(dtype).itemsize
         if not path.is_file() or path.stat().st_size != expected:
-            raise ValueError(f"{path}: missing or truncated (expected {expected} bytes); delete {self.path} or set "
+            raise DataError(f"{path}: missing or truncated (expected {expected} bytes); delete {self.path} or set "
                              "data.overwrite_cache: true to rebuild it")
         return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
 

@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def repair_torn_line(path: Path) -> bool:
+    """Cut a last line that a crash (disk full, kill) left without its newline, so the next record
+    starts a line of its own instead of being glued onto a torn one. True if something was cut."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return False
+        keep, block = 0, 1 << 16
+        for start in range(max(0, end - block), -block, -block):  # backwards, a block at a time
+            start = max(0, start)
+            f.seek(start)
+            newline = f.read(min(block, end - start)).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            if start == 0:
+                break
+        f.truncate(keep)
+    data_len = end
+    log.warning("%s: removed a torn last line (%d bytes) left by an interrupted write", path, data_len - keep)
+    return True
 
 
 class MetricsWriter:
@@ -19,6 +49,7 @@ class MetricsWriter:
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            repair_torn_line(self.path)
             self._file = open(self.path, "a")
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -32,6 +32,7 @@ from ..checkpoint import StateDictAdapter
 from ..checkpoint.export import export_hf
 from ..checkpoint.hf_files import write_hf_files
 from ..checkpoint.manager import Checkpointer, RunState
+from ..checkpoint.run_lock import RunLock, check_output_dir
 from ..config import Config, validate_paths
 from ..errors import TrainingDiverged
 from ..ops import bind_ops
@@ -85,17 +86,27 @@ def train(cfg: Config) -> TrainResult:
     shape = mesh_shape(cfg.parallel, devices.rank_info()[2])
     spec, hf_config = resolve_model(cfg)
     task_class(spec).check_config(cfg, spec, hf_config)
+    output_dir = Path(cfg.training.output_dir)
+    check_output_dir(output_dir)
+    # One run per output_dir, decided before anything is built: a second run stops within seconds.
+    lock = RunLock(output_dir) if devices.rank_info()[0] == 0 else None
+    if lock is not None:
+        lock.acquire()
     owns_group = not dist.is_initialized()
-    rank, local_rank, world = init_distributed(device_type)
     try:
-        assert world == shape.world, "the launcher's WORLD_SIZE is the process group's size"
-        result = _train(cfg, spec, hf_config, device_type, rank, local_rank, shape)
-    except BaseException:
-        # A rank that failed alone must not wait in a barrier its peers never reach: with peers the
-        # launcher tears the job down; a lone process just drops its group.
-        if owns_group and world == 1:
-            dist.destroy_process_group()
-        raise
+        rank, local_rank, world = init_distributed(device_type)
+        try:
+            assert world == shape.world, "the launcher's WORLD_SIZE is the process group's size"
+            result = _train(cfg, spec, hf_config, device_type, rank, local_rank, shape)
+        except BaseException:
+            # A rank that failed alone must not wait in a barrier its peers never reach: with peers the
+            # launcher tears the job down; a lone process just drops its group.
+            if owns_group and world == 1:
+                dist.destroy_process_group()
+            raise
+    finally:
+        if lock is not None:
+            lock.release()
     if owns_group:
         shutdown_distributed()
     return result
@@ -153,6 +164,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     start_step = 0
     if resume_from is not None:
         start_step = checkpointer.load(resume_from, run_state, steps)
+        checkpointer.start_timeline(resume_from, start_step)
         result.resumed_from, result.steps = str(resume_from), start_step
         writer.write({"step": start_step, "resumed_from": str(resume_from)})
     elif rank == 0 and t.resume == "auto":
@@ -232,7 +244,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
             export_dir = out_dir / "hf"
             export_hf(Path(result.checkpoint), export_dir, adapter=spec.adapter if spec else StateDictAdapter(),
                       hf_config=hf_config, dtype=t.export_dtype, rank=rank, world=world, overwrite=True,
-                      gather=gather_objects)
+                      gather=gather_objects, run_dir=out_dir)
             if is_main:
                 log.info("exported the final model to %s", export_dir)
     finally:
