@@ -123,9 +123,16 @@ def row_images(row: dict, columns: dict, base: Path, where: str) -> tuple[str, .
     return paths
 
 
-def iter_conversations(source: DatasetSource, errors: RowErrors | None = None) -> Iterator[tuple[str, Conversation]]:
+ROW_BYTES_PER_TOKEN = 4096
+"""A conversation row may take cutoff_len x this many bytes: far more than any text that fits in
+cutoff_len tokens, even JSON-escaped; past it a row can only add text that truncation drops."""
+
+
+def iter_conversations(source: DatasetSource, errors: RowErrors | None = None,
+                       cutoff_len: int | None = None) -> Iterator[tuple[str, Conversation]]:
     """(location, messages) for every well-formed row; malformed ones go to `errors` (default: raise).
-    The messages carry the row's image files as `.images`."""
+    The messages carry the row's image files as `.images`. With `cutoff_len`, rows over
+    cutoff_len x ROW_BYTES_PER_TOKEN bytes are bad rows (memory stays bounded whatever a row's size)."""
     errors = errors or RowErrors(skip=False)
     if source.formatting not in CONVERTERS:
         raise DataError(f"dataset {source.name!r} ({source.path}): formatting {source.formatting!r} holds no "
@@ -133,7 +140,8 @@ def iter_conversations(source: DatasetSource, errors: RowErrors | None = None) -
     convert = CONVERTERS[source.formatting]
     path = Path(source.path)
     base = path if path.is_dir() else path.parent
-    for where, row in read_rows(source.path, errors):
+    max_row_bytes = cutoff_len * ROW_BYTES_PER_TOKEN if cutoff_len else None
+    for where, row in read_rows(source.path, errors, max_row_bytes=max_row_bytes):
         try:
             if not isinstance(row, dict):
                 raise DataError(f"{where}: a row must be an object with named columns, got {type(row).__name__}")

@@ -50,20 +50,57 @@ def data_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _jsonl(path: Path, errors: RowErrors) -> Iterator[tuple[str, object]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+def _lines(f, max_bytes: Optional[int]) -> Iterator[tuple[int, Optional[bytes], int]]:
+    """(line number, the line or None when it is longer than max_bytes, its size): a line over the bound
+    is skipped a block at a time, never held whole."""
+    lineno = 0
+    while True:
+        line = f.readline(max_bytes + 1) if max_bytes else f.readline()
+        if not line:
+            return
+        lineno += 1
+        if max_bytes and len(line) > max_bytes and not line.endswith(b"\n"):
+            size, line = len(line), None
+            while (rest := f.readline(max_bytes + 1)) and not rest.endswith(b"\n"):
+                size += len(rest)
+            yield lineno, None, size + len(rest)
+            continue
+        yield lineno, line, len(line)
+
+
+def _jsonl(path: Path, errors: RowErrors, max_row_bytes: Optional[int]) -> Iterator[tuple[str, object]]:
+    with open(path, "rb") as f:
+        for lineno, line, size in _lines(f, max_row_bytes):
+            where = f"{path}:{lineno}"
+            if line is None:
+                errors.handle(DataError(f"{where}: the row is {size / 2**20:.1f} MiB, over the "
+                                        f"{max_row_bytes / 2**20:.1f} MiB a row may take (data.cutoff_len x 4 KiB: "
+                                        "nothing past cutoff_len tokens is trained); shorten the row or set "
+                                        "data.skip_bad_rows: true"))
                 continue
             try:
-                yield f"{path}:{lineno}", json.loads(line)
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.handle(DataError(f"{where}: not valid UTF-8 (byte {exc.start} of the row); fix the file's "
+                                        "encoding or set data.skip_bad_rows: true"))
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield where, json.loads(text)
             except json.JSONDecodeError as exc:
-                errors.handle(DataError(f"{path}:{lineno}: invalid JSON: {exc}"))
+                errors.handle(DataError(f"{where}: invalid JSON: {exc}"))
+
+
+def _decode_error(path: Path, exc: UnicodeDecodeError) -> DataError:
+    return DataError(f"{path}: not valid UTF-8 (byte {exc.start} of the file); fix the file's encoding")
 
 
 def _json(path: Path, errors: RowErrors) -> Iterator[tuple[str, object]]:
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, exc) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON: {exc} (a .json file holds one list of rows; use .jsonl for "
                         "one row per line)") from None
@@ -94,7 +131,14 @@ def _parquet(path: Path, columns: Optional[list[str]], batch_rows: int = 1024) -
 def _csv(path: Path, errors: RowErrors) -> Iterator[tuple[str, object]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: not valid UTF-8 after line {reader.line_num}; fix the file's "
+                                "encoding") from None
             where = f"{path}:{reader.line_num}"
             if None in row or None in row.values():  # more or fewer fields than the header
                 errors.handle(DataError(f"{where}: {len(row) - (None in row)} header columns but a different "
@@ -103,11 +147,13 @@ def _csv(path: Path, errors: RowErrors) -> Iterator[tuple[str, object]]:
             yield where, row
 
 
-def read_rows(path: Path, errors: RowErrors, columns: Optional[list[str]] = None) -> Iterator[tuple[str, object]]:
-    """(location, row) for every row of a file or folder. `columns` limits Parquet reads to those columns."""
+def read_rows(path: Path, errors: RowErrors, columns: Optional[list[str]] = None,
+              max_row_bytes: Optional[int] = None) -> Iterator[tuple[str, object]]:
+    """(location, row) for every row of a file or folder. `columns` limits Parquet reads to those columns;
+    a JSONL row over `max_row_bytes` is a bad row, read a block at a time and never held whole."""
     for file in data_files(path):
         if file.suffix == ".jsonl":
-            yield from _jsonl(file, errors)
+            yield from _jsonl(file, errors, max_row_bytes)
         elif file.suffix == ".json":
             yield from _json(file, errors)
         elif file.suffix == ".parquet":

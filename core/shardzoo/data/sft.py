@@ -79,7 +79,7 @@ def conversations(source: DatasetSource, cfg: DataConfig, eos: str, stats: DataS
     """(rendered segments, image files, image context tokens) of a source's conversations, their
     `<image>` placeholders expanded; empty answers are counted and left out."""
     render = template_of(cfg)
-    for where, messages in iter_conversations(source, errors):
+    for where, messages in iter_conversations(source, errors, cfg.cutoff_len):
         stats.rows += 1
         if has_empty_answer(messages):
             stats.empty_answers += 1
@@ -155,7 +155,7 @@ def open_cached(path: Path, cfg: DataConfig, build: bool) -> tuple[TokenStore, D
         store = TokenStore(path)
         return store, DataStats(**store.meta["stats"]), True
     if not build:
-        raise FileNotFoundError(f"{path}: the tokenised cache was not built by the first rank of this node")
+        raise DataError(f"{path}: the tokenised cache was not built by the first rank of this node")
     return None
 
 

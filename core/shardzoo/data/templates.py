@@ -101,15 +101,48 @@ class TokenizedSample:
     """Image files of the sample's image tokens, in order."""
 
 
+CUT_SLACK_CHARS = 1024
+"""Characters kept past what cutoff_len tokens can cover, so the tokens before the cut are those of the
+uncut text (a word would have to be longer than this to straddle the cut)."""
+
+
+def longest_token_chars(tokenizer) -> int:
+    """The most characters one token covers: the longest vocabulary entry (byte-level and sentencepiece
+    spellings are never shorter than the text they stand for)."""
+    cached = getattr(tokenizer, "_shardzoo_longest_token", None)
+    if cached is None:
+        cached = max((len(t) for t in tokenizer.get_vocab()), default=1)
+        tokenizer._shardzoo_longest_token = cached
+    return cached
+
+
+def cut_to_budget(segments: list[Segment], budget: int) -> tuple[list[Segment], bool]:
+    """The segments' text up to `budget` characters in all (later ones dropped), and whether anything
+    was cut: text past what cutoff_len tokens can hold never reaches the tokenizer, so a huge row costs
+    no more memory than a long one."""
+    out, used = [], 0
+    for text, trainable in segments:
+        if used + len(text) > budget:
+            if budget > used:
+                out.append((text[: budget - used], trainable))
+            return out, True
+        out.append((text, trainable))
+        used += len(text)
+    return out, False
+
+
 def tokenize_conversations(conversations: list[list[Segment]], tokenizer, cutoff_len: int, train_on_prompt: bool,
                            ignore_index: int = -100) -> list[tuple[TokenizedSample, bool]]:
     """(sample, was_truncated) per conversation. All segments of the batch go to the tokenizer in one
     call (the fast tokenizer encodes a batch in parallel); each segment is encoded on its own so the
-    label boundaries are exact."""
+    label boundaries are exact. Text beyond what cutoff_len tokens can cover is cut first."""
+    budget = cutoff_len * longest_token_chars(tokenizer) + CUT_SLACK_CHARS
+    cut = [cut_to_budget(segments, budget) for segments in conversations]
+    conversations = [segments for segments, _ in cut]
     texts = [text for segments in conversations for text, _ in segments]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     out, k = [], 0
-    for segments in conversations:
+    for segments, (_, was_cut) in zip(conversations, cut):
         input_ids: list[int] = []
         labels: list[int] = []
         for _, trainable in segments:
@@ -117,7 +150,8 @@ def tokenize_conversations(conversations: list[list[Segment]], tokenizer, cutoff
             k += 1
             input_ids += ids
             labels += ids if (trainable or train_on_prompt) else [ignore_index] * len(ids)
-        out.append((TokenizedSample(input_ids[:cutoff_len], labels[:cutoff_len]), len(input_ids) > cutoff_len))
+        out.append((TokenizedSample(input_ids[:cutoff_len], labels[:cutoff_len]),
+                    len(input_ids) > cutoff_len or was_cut))
     return out
 
 
