@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from .config import load_config
@@ -151,8 +152,24 @@ def main(argv: list[str] | None = None) -> int:
         # A user error: one line that names what, where and the fix. Bugs keep their traceback.
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        print(f"{exc.kind}: {exc}", file=sys.stderr)
+        report_once_per_job(f"{exc.kind}: {exc}")
         return 2
+
+
+PEER_REPORT_DELAY_S = 5.0
+"""How long a rank other than 0 waits before reporting its error under torchrun."""
+
+
+def report_once_per_job(line: str) -> None:
+    """Print a user error once per job. Under torchrun every rank usually hits the same error (the
+    config is the same everywhere); rank 0 reports it, and the launcher stops the other ranks as soon
+    as rank 0 exits, so they never print theirs. A rank that failed alone reports after a short wait,
+    naming itself."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and rank != 0:
+        time.sleep(PEER_REPORT_DELAY_S)
+        line = f"rank {rank}: {line}"
+    print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

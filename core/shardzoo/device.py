@@ -17,6 +17,8 @@ from typing import Optional
 
 import torch
 
+from .errors import ConfigError
+
 NPU, CUDA, CPU = "npu", "cuda", "cpu"
 DEVICE_TYPES = (NPU, CUDA, CPU)
 
@@ -84,14 +86,14 @@ def resolve_device_type(requested: str = "auto") -> str:
     if requested == "auto":
         return detect_device_type()
     if requested not in DEVICE_TYPES:
-        raise ValueError(
+        raise ConfigError(
             f"training.device={requested!r} is not a device type; use one of auto, {', '.join(DEVICE_TYPES)}"
         )
     if requested == "npu" and not _npu_available():
-        raise RuntimeError("training.device=npu but torch_npu is not importable or sees no NPU; "
+        raise ConfigError("training.device=npu but torch_npu is not importable or sees no NPU; "
                            "install the [npu] extra on an Ascend machine or set training.device=auto")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device=cuda but torch sees no CUDA device; set training.device=auto")
+        raise ConfigError("training.device=cuda but torch sees no CUDA device; set training.device=auto")
     return requested
 
 

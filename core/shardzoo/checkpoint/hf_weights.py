@@ -15,6 +15,8 @@ from typing import Iterator
 
 import torch
 
+from ..errors import CheckpointError
+
 INDEX_NAME = "model.safetensors.index.json"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
 """diffusers' weight file stem (diffusion_pytorch_model.safetensors, or shards with its .index.json)."""
@@ -39,15 +41,15 @@ def safetensors_files(model_dir: str | Path) -> list[Path]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError) as exc:
-            raise ValueError(f"{index}: not a valid safetensors index (needs a 'weight_map'): {exc}") from None
+            raise CheckpointError(f"{index}: not a valid safetensors index (needs a 'weight_map'): {exc}") from None
         files = [model_dir / name for name in sorted(set(weight_map.values()))]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise FileNotFoundError(f"{index} names shard files that do not exist: {missing}")
+            raise CheckpointError(f"{index} names shard files that do not exist: {missing}")
         return files
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{model_dir}: no *.safetensors files and no {INDEX_NAME}")
+        raise CheckpointError(f"{model_dir}: no *.safetensors files and no {INDEX_NAME}")
     return files
 
 
@@ -57,24 +59,26 @@ def read_header(path: Path) -> tuple[dict, int]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise ValueError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
+            raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
         (n,) = struct.unpack("<Q", raw)
         if n > min(_MAX_HEADER, size - 8):
-            raise ValueError(f"{path}: header length {n} does not fit the file's {size} bytes (corrupted or "
+            raise CheckpointError(f"{path}: header length {n} does not fit the file's {size} bytes (corrupted or "
                              "truncated); re-download or re-export it")
         try:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: safetensors header is not valid JSON ({exc}); the file is corrupted") from None
+            raise CheckpointError(f"{path}: safetensors header is not valid JSON ({exc}); the file is "
+                                  "corrupted") from None
     header.pop("__metadata__", None)
     data_start = 8 + n
     for name, info in header.items():
         if info.get("dtype") not in DTYPES:
-            raise ValueError(f"{path}: tensor {name} has dtype {info.get('dtype')!r}, which shardzoo cannot read "
+            raise CheckpointError(f"{path}: tensor {name} has dtype {info.get('dtype')!r}, which shardzoo cannot read "
                              f"(known: {', '.join(DTYPES)})")
         end = data_start + info["data_offsets"][1]
         if end > size:
-            raise ValueError(f"{path}: tensor {name} ends at byte {end} but the file has {size} bytes (truncated); "
+            raise CheckpointError(f"{path}: tensor {name} ends at byte {end} but the file has {size} bytes "
+                                  "(truncated); "
                              "re-download or re-export it")
     return header, data_start
 
@@ -84,13 +88,13 @@ def read_tensor(f, name: str, info: dict, data_start: int, path: Path) -> torch.
     tensor = torch.empty(info["shape"], dtype=DTYPES[info["dtype"]])
     flat = tensor.reshape(-1).view(torch.uint8)
     if flat.numel() != end - begin:
-        raise ValueError(f"{path}: tensor {name} holds {end - begin} bytes, but shape {info['shape']} "
+        raise CheckpointError(f"{path}: tensor {name} holds {end - begin} bytes, but shape {info['shape']} "
                          f"{info['dtype']} needs {flat.numel()}; the file is corrupted")
     if flat.numel():
         f.seek(data_start + begin)
         got = f.readinto(memoryview(flat.numpy()))
         if got != flat.numel():
-            raise ValueError(f"{path}: tensor {name}: read {got} of {flat.numel()} bytes (truncated)")
+            raise CheckpointError(f"{path}: tensor {name}: read {got} of {flat.numel()} bytes (truncated)")
     return tensor
 
 

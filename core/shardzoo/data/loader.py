@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..ops import IGNORE_INDEX, document_ids_from_position_ids
 from .context_split import split_sequence
 from .rows import Row
@@ -193,7 +194,7 @@ class StepLoader(_Steps):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         n = len(rows)
         if n == 0 or (drop_last and n < self.step_size):
-            raise ValueError(f"the dataset has {n} rows but one optimizer step needs {self.step_size} (world {world} "
+            raise ConfigError(f"the dataset has {n} rows but one optimizer step needs {self.step_size} (world {world} "
                              f"x per_device_train_batch_size {batch_size} x gradient_accumulation_steps {grad_accum})"
                              "; lower them, add data, or set data.dataloader_drop_last: false")
         self.steps_per_epoch = n // self.step_size if drop_last else math.ceil(n / self.step_size)
@@ -277,7 +278,7 @@ class StreamLoader(_Steps):
             rows = [row for _, row in zip(range(self.step_size), stream)]
             if not rows or (len(rows) < self.step_size and self.drop_last):
                 if step == 0:
-                    raise ValueError(f"the streamed dataset has fewer rows ({len(rows)}) than one optimizer step "
+                    raise ConfigError(f"the streamed dataset has fewer rows ({len(rows)}) than one optimizer step "
                                      f"needs ({self.step_size}); lower the batch or add data")
                 return
             if step >= start:
@@ -308,5 +309,5 @@ class StreamLoader(_Steps):
 def _check_same(current: dict, saved: dict, keys: Sequence[str]) -> None:
     diff = [f"{k}: saved {saved.get(k)!r}, now {current[k]!r}" for k in keys if saved.get(k) != current[k]]
     if diff:
-        raise ValueError("the data loader state does not match this run's data (" + "; ".join(diff) + "); resume with "
+        raise ConfigError("the data loader state does not match this run's data (" + "; ".join(diff) + "); resume with "
                          "the same dataset, seed, batch sizes and data-parallel size (world size / cp_size)")

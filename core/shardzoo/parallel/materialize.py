@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from ..errors import CheckpointError
+
 InitFn = Callable[[str, torch.Size, torch.Generator], torch.Tensor]
 
 
@@ -21,7 +23,8 @@ InitFn = Callable[[str, torch.Size, torch.Generator], torch.Tensor]
 def copy_full_into(param: torch.Tensor, full: torch.Tensor, name: str = "") -> None:
     """Write a full (unsharded) value into a possibly sharded parameter."""
     if tuple(full.shape) != tuple(param.shape):
-        raise ValueError(f"{name}: checkpoint tensor has shape {tuple(full.shape)}, model expects {tuple(param.shape)}")
+        raise CheckpointError(f"{name}: checkpoint tensor has shape {tuple(full.shape)}, model expects "
+                              f"{tuple(param.shape)}")
     if isinstance(param, DTensor):
         local = distribute_tensor(full.to(param.device, param.dtype), param.device_mesh, param.placements,
                                   src_data_rank=None).to_local()

@@ -12,6 +12,8 @@ from typing import Iterable
 
 import torch.nn as nn
 
+from ..errors import ConfigError
+
 
 def _brace_to_regex(body: str, pattern: str) -> str:
     if body == "*":
@@ -22,12 +24,12 @@ def _brace_to_regex(body: str, pattern: str) -> str:
         if re.fullmatch(r"\d+-\d+", part):
             lo, hi = (int(x) for x in part.split("-"))
             if lo > hi:
-                raise ValueError(f"module pattern {pattern!r}: range {part} runs backwards")
+                raise ConfigError(f"module pattern {pattern!r}: range {part} runs backwards")
             options.extend(str(i) for i in range(lo, hi + 1))
         elif re.fullmatch(r"\d+", part):
             options.append(part)
         else:
-            raise ValueError(f"module pattern {pattern!r}: {{{body}}} must be *, N, N-M or a comma list of those")
+            raise ConfigError(f"module pattern {pattern!r}: {{{body}}} must be *, N, N-M or a comma list of those")
     return "(?:" + "|".join(options) + ")"
 
 
@@ -52,8 +54,8 @@ def match_modules(model: nn.Module, patterns: Iterable[str], key: str) -> list[t
     for p in patterns:
         try:
             regexes.append(pattern_to_regex(p))
-        except ValueError as exc:
-            raise ValueError(f"{key}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     named = list(model.named_modules())
     hits = [False] * len(patterns)
     matched = []
@@ -68,6 +70,6 @@ def match_modules(model: nn.Module, patterns: Iterable[str], key: str) -> list[t
     missing = [p for p, hit in zip(patterns, hits) if not hit]
     if missing:
         sample = ", ".join(n for n, _ in named[1:8])
-        raise ValueError(f"{key}: pattern(s) {missing} match no module of {type(model).__name__}; "
+        raise ConfigError(f"{key}: pattern(s) {missing} match no module of {type(model).__name__}; "
                          f"module names look like: {sample}, ...")
     return matched

@@ -20,6 +20,9 @@ def hf_config_dict(cfg: Config) -> dict:
     raw: dict = {}
     if m.model_name_or_path is not None:
         path = resolve_path(m.model_name_or_path) / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"model.model_name_or_path: {path.parent} has no config.json; point it at the model "
+                              "folder (hub names are not fetched: download the model first)")
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
@@ -41,13 +44,38 @@ def make_hf_config(raw: dict, spec: Optional[ModelSpec], trust_remote_code: bool
     if model_type is None:
         raise ConfigError("model.hf_config: no model_type; the AutoModel path needs config.json's model_type "
                           "(or set model.model_id to a registered package)")
-    return AutoConfig.for_model(model_type, trust_remote_code=trust_remote_code, **raw)
+    try:
+        return AutoConfig.for_model(model_type, trust_remote_code=trust_remote_code, **raw)
+    except ValueError as exc:
+        if "Unrecognized" not in str(exc) and "unrecognized" not in str(exc):
+            raise
+        raise ConfigError(f"model: model_type {model_type!r} is served by no installed model package and is unknown "
+                          "to transformers; install its package (shardzoo models lists them), set model.model_id, or "
+                          "ship its code in the model folder (auto_map in config.json) with "
+                          "model.trust_remote_code: true") from None
+
+
+def _remote_code_config(cfg: Config, raw: dict):
+    """The config of a model whose code lives in its folder (config.json's auto_map), if trusted."""
+    from transformers import AutoConfig
+
+    m = cfg.model
+    if not m.trust_remote_code:
+        raise ConfigError(f"model.trust_remote_code: {m.model_name_or_path}/config.json maps model_type "
+                          f"{raw.get('model_type')!r} to code in the model folder (auto_map); set "
+                          "model.trust_remote_code: true to run that code, or use a registered model package")
+    if m.model_name_or_path is None:
+        raise ConfigError("model.model_name_or_path: remote code (auto_map) is loaded from the model folder; give "
+                          "the folder that holds config.json and the modeling file")
+    return AutoConfig.from_pretrained(str(resolve_path(m.model_name_or_path)), trust_remote_code=True, **m.hf_config)
 
 
 def resolve_model(cfg: Config) -> tuple[Optional[ModelSpec], Any]:
     """(registered spec or None for the AutoModel path, HF config) - cheap, before any weights."""
     raw = hf_config_dict(cfg)
     spec = find_spec(cfg.model.model_id, raw)
+    if spec is None and "auto_map" in raw:
+        return None, _remote_code_config(cfg, raw)
     return spec, make_hf_config(raw, spec, cfg.model.trust_remote_code)
 
 
@@ -56,7 +84,12 @@ def checkpoint_model(checkpoint: Path) -> tuple[StateDictAdapter, Any]:
     raw = json.loads((checkpoint / HF_DIR / "config.json").read_text())
     run = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
     spec = find_spec((run.get("model") or {}).get("model_id"), raw)
-    # The config was already used (and trusted or not) by the training run; export never runs remote code.
+    # The config was already used (and trusted or not) by the training run; export never runs remote code:
+    # a remote-code model's names are already HF's, so its adapter needs only the plain fields.
+    if spec is None and "auto_map" in raw:
+        from transformers import PretrainedConfig
+
+        return StateDictAdapter(), PretrainedConfig(**{k: v for k, v in raw.items() if k != "model_type"})
     return (spec.adapter if spec else StateDictAdapter()), make_hf_config(raw, spec, trust_remote_code=False)
 
 

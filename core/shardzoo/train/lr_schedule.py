@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from ..errors import ConfigError
+
 
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return math.ceil(total_steps * warmup_ratio)
@@ -22,7 +24,7 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total_steps: int,
         return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if kind == "linear":
         return lr - (lr - min_lr) * progress
-    raise ValueError(f"training.lr_scheduler_type: unknown schedule {kind!r}")
+    raise ConfigError(f"training.lr_scheduler_type: unknown schedule {kind!r}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, lr: float, min_lr: float, warmup_ratio: float,

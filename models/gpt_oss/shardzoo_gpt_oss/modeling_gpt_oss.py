@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
+from shardzoo.errors import ConfigError
 from shardzoo.modeling import CausalLM
 from shardzoo.moe import GroupedExperts, record_routing, topk_then_softmax
 from shardzoo.moe.routing_stats import aux_loss_coef, router_probs
@@ -51,7 +52,7 @@ def rope_tables(config: GptOssConfig, device: torch.device) -> tuple[torch.Tenso
         return ops.rope_inv_freq(d, theta, device=device), 1.0
     unknown = set(params) - ROPE_KEYS
     if rope_type != "yarn" or unknown:
-        raise NotImplementedError(f"GPT-OSS rope_parameters {params}: only default and yarn (without "
+        raise ConfigError(f"GPT-OSS rope_parameters {params}: only default and yarn (without "
                                   f"{sorted(unknown) or 'other types'}) are implemented")
     return ops.yarn_inv_freq(
         d, theta, float(params["factor"]), int(params["original_max_position_embeddings"]),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from shardzoo.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,7 +65,7 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"image {path}: cannot be read ({exc}); check the path in the dataset row") from None
+        raise DataError(f"image {path}: cannot be read ({exc}); check the path in the dataset row") from None
 
 
 def image_tiles(path: str | Path, image_size: int = 448, max_tiles: int = 12,
@@ -98,7 +99,7 @@ class InternVLImages:
             with Image.open(path) as image:  # the header only: the size decides the tiles
                 width, height = image.size
         except (OSError, ValueError) as exc:
-            raise ValueError(f"image {path}: cannot be read ({exc}); check the path in the dataset row") from None
+            raise DataError(f"image {path}: cannot be read ({exc}); check the path in the dataset row") from None
         return num_tiles(width, height, self.image_size, self.max_tiles, self.use_thumbnail)
 
     def prompt(self, path: str) -> str:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
+from shardzoo.errors import ConfigError
 
 
 def _pair(value) -> tuple[int, int]:
@@ -32,7 +33,7 @@ def make_norm(config, dim: int) -> nn.Module:
         return nn.LayerNorm(dim, eps=config.layer_norm_eps)
     if config.norm_type == "rms_norm":
         return ops.RMSNorm(dim, config.layer_norm_eps)
-    raise NotImplementedError(f"InternViT norm_type {config.norm_type!r}: only layer_norm and rms_norm exist")
+    raise ConfigError(f"InternViT norm_type {config.norm_type!r}: only layer_norm and rms_norm exist")
 
 
 class InternVisionPatchEmbeddings(nn.Module):
@@ -102,7 +103,7 @@ class InternVisionMLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         if config.hidden_act != "gelu":
-            raise NotImplementedError(f"InternViT hidden_act {config.hidden_act!r}: only exact gelu is implemented")
+            raise ConfigError(f"InternViT hidden_act {config.hidden_act!r}: only exact gelu is implemented")
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
@@ -142,7 +143,7 @@ class InternVisionModel(nn.Module):
     def __init__(self, config):
         super().__init__()
         if not config.use_absolute_position_embeddings or config.use_mask_token or not config.use_mean_pooling:
-            raise NotImplementedError("InternViT as InternVL uses it: absolute position embeddings, no mask token, "
+            raise ConfigError("InternViT as InternVL uses it: absolute position embeddings, no mask token, "
                                       "no final norm (use_mean_pooling)")
         self.config = config
         self.embeddings = InternVisionEmbeddings(config)

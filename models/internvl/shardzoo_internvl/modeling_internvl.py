@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from shardzoo.errors import ConfigError
 from shardzoo.modeling import CausalLM
 from shardzoo_qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3Model
 from shardzoo_qwen3.modeling_qwen3_moe import Qwen3MoeDecoderLayer
@@ -47,7 +48,7 @@ class InternVLMultiModalProjector(nn.Module):
         width = config.vision_config.hidden_size * int(1 / config.downsample_ratio) ** 2
         hidden = config.text_config.hidden_size
         if config.projector_hidden_act != "gelu":
-            raise NotImplementedError(f"projector_hidden_act {config.projector_hidden_act!r}: only gelu is implemented")
+            raise ConfigError(f"projector_hidden_act {config.projector_hidden_act!r}: only gelu is implemented")
         self.layer_norm = nn.LayerNorm(width)
         self.linear_1 = nn.Linear(width, hidden)
         self.linear_2 = nn.Linear(hidden, hidden)
@@ -63,10 +64,10 @@ class InternVLModel(nn.Module):
         super().__init__()
         text = config.text_config
         if text.model_type not in DECODER_LAYERS:
-            raise NotImplementedError(f"InternVL text_config.model_type {text.model_type!r}: the package builds "
+            raise ConfigError(f"InternVL text_config.model_type {text.model_type!r}: the package builds "
                                       f"{sorted(DECODER_LAYERS)} language models")
         if config.vision_feature_layer != -1 or config.vision_feature_select_strategy != "default":
-            raise NotImplementedError("InternVL: only vision_feature_layer -1 with the CLS token dropped (strategy "
+            raise ConfigError("InternVL: only vision_feature_layer -1 with the CLS token dropped (strategy "
                                       "'default') is implemented, as every released InternVL 3.5 uses")
         self.config = config
         self.vision_tower = InternVisionModel(config.vision_config)

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from shardzoo import ops
+from shardzoo.errors import ConfigError
 from shardzoo.modeling import CausalLM
 from transformers import Qwen3Config
 
@@ -29,7 +30,7 @@ def rope_theta(config: Qwen3Config) -> float:
     params = getattr(config, "rope_parameters", None) or {}
     rope_type = params.get("rope_type", "default")
     if rope_type != "default":
-        raise NotImplementedError(f"Qwen3 rope_type {rope_type!r}: only the default rope is implemented; "
+        raise ConfigError(f"Qwen3 rope_type {rope_type!r}: only the default rope is implemented; "
                                   "remove rope_scaling from config.json or use the AutoModel path")
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 

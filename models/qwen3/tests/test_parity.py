@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from shardzoo.checkpoint import iter_safetensors
+from shardzoo.checkpoint import CheckpointError, iter_safetensors
 from shardzoo.parallel.materialize import load_parameters
 from shardzoo.testing import assert_grads_close
 from shardzoo_qwen3 import SPEC, Qwen3ForCausalLM, tiny_config
@@ -90,7 +90,7 @@ def test_mismatched_checkpoint_lists_the_keys(tmp_path):
         load_parameters(smaller, SPEC.adapter.from_hf(iter_safetensors(tmp_path), config), str(tmp_path))
     index = tmp_path / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
-    with pytest.raises(FileNotFoundError, match="names shard files that do not exist"):
+    with pytest.raises(CheckpointError, match="names shard files that do not exist"):
         list(iter_safetensors(tmp_path))
 
 

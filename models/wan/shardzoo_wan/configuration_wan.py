@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
+from shardzoo.errors import ConfigError
+
 # Original WanModel config keys that carry no choice for the DiT we build (text_len is the data's).
 _ORIGINAL_FIXED = {"window_size": [-1, -1], "patch_size": [1, 2, 2]}
 _ORIGINAL_SKIPPED = ("text_len", "_diffusers_version", "_class_name", "model_type")
@@ -19,18 +21,18 @@ _ORIGINAL_SKIPPED = ("text_len", "_diffusers_version", "_class_name", "model_typ
 def from_original(raw: dict) -> dict:
     """Original Wan `WanModel` config.json -> diffusers field names (docs/model_facts.md §6)."""
     if raw.get("model_type", "t2v") not in ("t2v", "ti2v"):
-        raise NotImplementedError(f"original Wan config: model_type {raw['model_type']!r} (Wan2.1 I2V with CLIP "
+        raise ConfigError(f"original Wan config: model_type {raw['model_type']!r} (Wan2.1 I2V with CLIP "
                                   "image tokens, FLF2V, VACE) is not implemented; t2v and ti2v are")
     for key, value in _ORIGINAL_FIXED.items():
         if key in raw and list(raw[key]) != value:
-            raise NotImplementedError(f"original Wan config: {key}={raw[key]} is not supported (every release "
+            raise ConfigError(f"original Wan config: {key}={raw[key]} is not supported (every release "
                                       f"uses {value})")
     names = {"dim": None, "num_heads": "num_attention_heads", "in_dim": "in_channels", "out_dim": "out_channels",
              "ffn_dim": "ffn_dim", "freq_dim": "freq_dim", "text_dim": "text_dim", "num_layers": "num_layers",
              "eps": "eps", "cross_attn_norm": "cross_attn_norm", "qk_norm": "qk_norm"}
     unknown = sorted(set(raw) - set(names) - set(_ORIGINAL_FIXED) - set(_ORIGINAL_SKIPPED))
     if unknown:
-        raise ValueError(f"original Wan config: unknown key(s) {unknown}")
+        raise ConfigError(f"original Wan config: unknown key(s) {unknown}")
     out = {ours: raw[theirs] for theirs, ours in names.items() if ours and theirs in raw}
     if "dim" in raw:
         out["attention_head_dim"] = raw["dim"] // raw["num_heads"]
@@ -69,7 +71,7 @@ class WanConfig:
         data = {k: v for k, v in raw.items() if not k.startswith("_")}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"Wan config: unknown key(s) {unknown}; expected diffusers WanTransformer3DModel "
+            raise ConfigError(f"Wan config: unknown key(s) {unknown}; expected diffusers WanTransformer3DModel "
                              f"fields ({', '.join(sorted(known))})")
         data["patch_size"] = tuple(data.get("patch_size", cls.patch_size))
         return cls(**data)

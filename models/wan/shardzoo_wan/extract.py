@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from shardzoo.errors import DataError
 
 from .encoders import TextEncoder, VideoEncoder
 from .rows import read_video_rows
@@ -59,13 +60,13 @@ class FeatureStore:
         self.folder = Path(folder)
         index_path = self.folder / "index.json"
         if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path} does not exist; write the features with python -m "
+            raise DataError(f"{index_path} does not exist; write the features with python -m "
                                     "shardzoo_wan.extract (an interrupted extraction writes index.json last)")
         self.index = json.loads(index_path.read_text())
         self.text_len = text_len or self.index["text_len"]
         missing = [s["file"] for s in self.index["shards"] if not (self.folder / s["file"]).is_file()]
         if missing:
-            raise FileNotFoundError(f"{self.folder}: shard(s) {missing[:3]} listed in index.json are missing; rerun "
+            raise DataError(f"{self.folder}: shard(s) {missing[:3]} listed in index.json are missing; rerun "
                                     "the extraction (finished shards are skipped)")
 
     def __len__(self) -> int:

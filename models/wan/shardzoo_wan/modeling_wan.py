@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
+from shardzoo.errors import ConfigError
 from shardzoo.parallel.context import SequenceShard
 
 
@@ -161,10 +162,10 @@ class WanTransformer3DModel(nn.Module):
         super().__init__()
         c = config
         if c.image_dim is not None or c.added_kv_proj_dim is not None:
-            raise NotImplementedError("Wan2.1 I2V (CLIP image tokens: image_dim / added_kv_proj_dim) is not "
+            raise ConfigError("Wan2.1 I2V (CLIP image tokens: image_dim / added_kv_proj_dim) is not "
                                       "implemented; T2V and Wan2.2 TI2V / A14B are")
         if c.qk_norm != "rms_norm_across_heads":
-            raise NotImplementedError(f"Wan qk_norm {c.qk_norm!r}: only rms_norm_across_heads (every release)")
+            raise ConfigError(f"Wan qk_norm {c.qk_norm!r}: only rms_norm_across_heads (every release)")
         self.config = config
         dim = c.num_attention_heads * c.attention_head_dim
         self.patch_size = tuple(c.patch_size)

@@ -28,6 +28,7 @@ import torch.nn as nn
 from shardzoo.config import ConfigError, build_section, resolve_path
 from shardzoo.data.dataset_info import resolve_sources
 from shardzoo.data.loader import StepLoader, TensorFields
+from shardzoo.errors import DataError
 from shardzoo.train.task import Task
 
 from .flow_matching import SigmaSampler, flow_matching_loss
@@ -185,7 +186,7 @@ class ClipRows:
         try:
             clip = load_clip(row.video, o.num_frames, o.height, o.width, o.frame_stride)
         except (ValueError, OSError) as exc:
-            raise ValueError(f"{row.where}: {exc}") from exc
+            raise DataError(f"{row.where}: {exc}") from exc
         return {"clip": clip, "caption": row.caption}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from shardzoo.errors import DataError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -19,35 +20,35 @@ def read_frames(path: str | Path) -> np.ndarray:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not files:
-            raise ValueError(f"video {path}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
+            raise DataError(f"video {path}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
         frames = []
         for f in files:
             with Image.open(f) as image:
                 frames.append(np.asarray(image.convert("RGB")))
         if len({f.shape for f in frames}) != 1:
-            raise ValueError(f"video {path}: frames of different sizes")
+            raise DataError(f"video {path}: frames of different sizes")
         return np.stack(frames)
     if not path.is_file():
-        raise ValueError(f"video {path} does not exist; give a folder of frames or a video file")
+        raise DataError(f"video {path} does not exist; give a folder of frames or a video file")
     import av
 
     try:
         with av.open(str(path)) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     except (av.error.FFmpegError, ValueError) as exc:
-        raise ValueError(f"video {path}: cannot be decoded ({exc})") from None
+        raise DataError(f"video {path}: cannot be decoded ({exc})") from None
     if not frames:
-        raise ValueError(f"video {path}: no video frames")
+        raise DataError(f"video {path}: no video frames")
     return np.stack(frames)
 
 
 def frame_indices(total: int, num_frames: int, stride: int, where: str) -> np.ndarray:
     """num_frames indices stride apart from the first frame (the Wan VAE takes 4n + 1 frames)."""
     if num_frames % 4 != 1:
-        raise ValueError(f"num_frames={num_frames}: the Wan VAE encodes 4n + 1 frames (e.g. 81, 49, 17, 5)")
+        raise DataError(f"num_frames={num_frames}: the Wan VAE encodes 4n + 1 frames (e.g. 81, 49, 17, 5)")
     needed = (num_frames - 1) * stride + 1
     if total < needed:
-        raise ValueError(f"video {where}: {total} frames, but {num_frames} frames {stride} apart need {needed}")
+        raise DataError(f"video {where}: {total} frames, but {num_frames} frames {stride} apart need {needed}")
     return np.arange(num_frames) * stride
 
 

@@ -110,5 +110,5 @@ def test_configs_find_the_package_without_model_id():
                 "num_layers": 30, "out_dim": 16, "text_len": 512}
     assert find_spec(None, original).name == "wan"
     assert WanConfig.from_dict(original) == WanConfig.from_dict(diffusers_cfg)
-    with pytest.raises(NotImplementedError, match="model_type 'i2v'"):
+    with pytest.raises(ConfigError, match="model_type 'i2v'"):
         WanConfig.from_dict({**original, "model_type": "i2v"})
