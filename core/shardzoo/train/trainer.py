@@ -153,6 +153,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     "world": world, "mesh": shape.describe(),
                     "fsdp_units": len(built.fsdp_units),
                     "recomputed": len(built.recomputed), "compiled": len(built.compiled), "frozen": len(built.frozen),
+                    **({"package_steps": ", ".join(built.customised)} if built.customised else {}),
                     "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
