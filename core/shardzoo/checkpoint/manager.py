@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -75,6 +76,13 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: not valid JSON ({exc}); the checkpoint is corrupted") from None
 
 
+def _timeline_of(checkpoint: Path) -> Optional[str]:
+    try:
+        return json.loads((checkpoint / TRAINER_STATE).read_text()).get("timeline")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable here: verify() names the problem when it is resumed from
+
+
 def rng_file(root: Path, rank: int) -> Path:
     return root / "rng" / f"rank-{rank:05d}.json"
 
@@ -84,6 +92,10 @@ class Checkpointer:
         self.cfg, self.rank, self.world = cfg, rank, world
         self.output_dir = Path(cfg.training.output_dir)
         self.saved_step: Optional[int] = None
+        self.timeline = uuid.uuid4().hex[:12]
+        """Which line of checkpoints this run extends: new for a fresh start or a rollback, inherited
+        on `resume: auto`. Stored in every checkpoint, so a save that was published just before a crash
+        (before `latest` moved) is still found as the head of its line."""
 
     # ----------------------------------------------------------------------------------- save
 
@@ -109,6 +121,7 @@ class Checkpointer:
             try:
                 _write_json(tmp / TRAINER_STATE, {
                     "format": FORMAT_VERSION, "step": step, "total_steps": total_steps, "world_size": self.world,
+                    "timeline": self.timeline,
                     "scheduler": run_state.scheduler.state_dict(), "loader": run_state.loader.state_dict(),
                     "optimizer_param_groups": param_groups, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 (tmp / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
@@ -177,12 +190,16 @@ class Checkpointer:
         return path
 
     def _timeline_head(self, done: list[Path]) -> Optional[Path]:
-        """`latest` while it names a complete checkpoint; otherwise (written by an older version, or
-        lost) the newest complete one."""
+        """The newest checkpoint of the line `latest` names (a crash between publishing a save and
+        moving `latest` leaves the save newer than `latest`, on the same line); checkpoints of another
+        line are never picked by their number. Without a valid `latest`, the newest complete one."""
         name = layout.read_latest(self.output_dir)
         head = self.output_dir / name if name else None
         if head is not None and head in done:
-            return head
+            line = _timeline_of(head)
+            newer = [p for p in done if layout.step_of(p) > layout.step_of(head) and line is not None
+                     and _timeline_of(p) == line]
+            return newer[-1] if newer else head
         if name and self.rank == 0:
             log.warning("%s names %s, which is not a complete checkpoint here; continuing from the newest "
                         "complete one", self.output_dir / layout.LATEST, name)
@@ -233,6 +250,8 @@ class Checkpointer:
             log.warning("%s was saved by %d ranks, this run has %d: ranks without a saved generator state keep "
                         "their seed", path, state["world_size"], self.world)
         self.saved_step = state["step"]
+        if self.cfg.training.resume == "auto" and state.get("timeline"):
+            self.timeline = state["timeline"]  # continuing the line; an explicit resume starts a new one
         if self.rank == 0:
             log.info("resumed from %s at step %d (%.1fs)", path, state["step"], time.perf_counter() - start)
             if state["total_steps"] != total_steps:
