@@ -97,8 +97,13 @@ def resolve_device_type(requested: str = "auto") -> str:
     return requested
 
 
-def dist_backend(device_type: str) -> str:
-    return _DIST_BACKEND[device_type]
+def dist_backend(device_type: str, cpu_tensors: bool = False) -> str:
+    """The process-group backend for a device type. `cpu_tensors`: the group also reduces CPU tensors
+    (FSDP's CPU offload), a composite backend such as "npu:hccl,cpu:gloo"."""
+    backend = _DIST_BACKEND[device_type]
+    if cpu_tensors and device_type != CPU:
+        return f"{device_type}:{backend},{CPU}:{_DIST_BACKEND[CPU]}"
+    return backend
 
 
 def device_module(device_type: str):

@@ -173,5 +173,9 @@ def test_trust_remote_code_loads_the_models_own_code_and_only_then(tmp_path):
                     env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "model RemoteForCausalLM | path AutoModel" in proc.stdout, proc.stdout[-2000:]
+    # The FSDP2 settings in effect, the fsdp2 file's and the defaults, are in the start log.
+    assert "fsdp2: 1 units + root, param fp32, reduce fp32, output as computed, cast_forward_inputs True, " \
+           "reshard_after_forward True, prefetch forward 1 / backward 1, offload off, recompute 1 modules " \
+           "(non-reentrant), ignored none" in proc.stderr, proc.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2]

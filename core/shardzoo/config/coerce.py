@@ -27,7 +27,7 @@ def _type_name(tp: Any) -> str:
 
 # Schema types checked by isinstance alone: type -> (accepts, what the error says is expected).
 _PLAIN_TYPES = {
-    bool: (lambda v: isinstance(v, bool), "true or false"),
+    bool: (lambda v: isinstance(v, bool), "true or false (or 1 / 0)"),
     int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     str: (lambda v: isinstance(v, str), "a string"),
     dict: (lambda v: isinstance(v, dict), "a mapping"),
@@ -38,7 +38,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return value checked against tp (ints accepted for floats), or raise ConfigError."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        for arm in typing.get_args(tp):
+        arms = typing.get_args(tp)
+        if type(None) in arms and value == "None":
+            return None
+        for arm in arms:
             try:
                 return _coerce(value, arm, key)
             except ConfigError:
@@ -56,9 +59,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is type(None):
-        if value is None:
+        # MindSpeed's configs write an unset value as `None`, which YAML reads as the string "None".
+        if value is None or value == "None":
             return None
         raise ConfigError(f"{key}: expected null, got {value!r}")
+    if tp is bool and type(value) is int and value in (0, 1):
+        return bool(value)  # MindSpeed's configs write flags as 1 / 0
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

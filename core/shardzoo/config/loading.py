@@ -59,10 +59,13 @@ def _read_yaml(path: Path, what: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{what}: file {path} does not exist; check the path "
                           "(relative paths resolve against the current directory)")
+    # Trailing blanks mean nothing in a config, but a trailing tab is a YAML syntax error, and configs
+    # copied from web pages carry them.
+    text = "\n".join(line.rstrip(" \t") for line in path.read_text().splitlines())
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what}: {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{what}: {path} is not valid YAML: {str(exc).replace(chr(10), ' ')}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -77,8 +80,15 @@ ALIASES: dict[tuple[str, str], tuple[str, str]] = {
     # Keys that moved: the chunk size is no op backend; the op took its registered name.
     ("ops", "loss_chunk_size"): ("training", "loss_chunk_size"),
     ("ops", "cross_entropy"): ("ops", "linear_cross_entropy"),
+    # MindSpeed-LLM keeps the data loader's settings under training:.
+    ("training", "dataloader_num_workers"): ("data", "dataloader_num_workers"),
+    ("training", "disable_shuffling"): ("data", "disable_shuffling"),
+    ("training", "dataloader_drop_last"): ("data", "dataloader_drop_last"),
 }
 """(section, key) another spelling writes -> (section, key) of the schema."""
+EITHER_PLACE = {("training", "dataloader_num_workers"), ("training", "disable_shuffling"),
+                ("training", "dataloader_drop_last")}
+"""Keys that may stand in either section but not in both, even with equal values (one place to read)."""
 
 
 def _merge_fsdp2_file(raw_parallel: dict, base_dir: Path) -> dict:
@@ -118,9 +128,9 @@ def _apply_aliases(raw: dict) -> dict:
             target = raw[to_section] = {}
         if not isinstance(target, dict):
             raise ConfigError(f"{to_section}: expected a mapping of keys, got {target!r}")
-        if ours in target and target[ours] != value:
+        if ours in target and (target[ours] != value or (section, alias) in EITHER_PLACE):
             raise ConfigError(f"{section}.{alias} ({value!r}) and {to_section}.{ours} ({target[ours]!r}) name the same "
-                              f"setting with different values; keep {to_section}.{ours}")
+                              f"setting; keep only {to_section}.{ours}")
         target[ours] = value
     return raw
 

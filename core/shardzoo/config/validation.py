@@ -66,6 +66,9 @@ def validate_values(cfg: Config) -> None:
         _require(value is None or len(value) > 0, f"parallel.{key}: must name at least one module pattern "
                  f"(e.g. {example}) or be null")
     _require(p.cp_size >= 1, f"parallel.cp_size: {p.cp_size} must be >= 1")
+    _require(p.ep_dispatcher == "eager" or p.ep_size > 1, f"parallel.ep_dispatcher={p.ep_dispatcher}: the dispatcher "
+             "moves tokens between expert-parallel ranks, and parallel.ep_size is 1; set ep_size > 1 or remove "
+             "ep_dispatcher")
     # Parallelisms that later releases add: refuse rather than ignore.
     _require(p.tp_size >= 1, f"parallel.tp_size: {p.tp_size} must be >= 1")
     _require(p.tp_size == 1, f"parallel.tp_size={p.tp_size}: tensor parallel is not available in this version of "

@@ -66,8 +66,9 @@ def resolve_sources(cfg: DataConfig) -> list[DatasetSource]:
     info_dir = resolve_path(cfg.dataset_dir)
     info_path = info_dir / INFO_FILE
     if not info_path.is_file():
-        raise ConfigError(f"data.dataset_dir: {info_path} does not exist; point data.dataset_dir at the folder "
-                          f"holding {INFO_FILE}")
+        raise ConfigError(f"data.dataset_dir: looked for {INFO_FILE} in {info_dir} (data.dataset_dir is "
+                          f"{cfg.dataset_dir!r}, relative to the current directory {Path.cwd()}) and found none; set "
+                          f"data.dataset_dir to the folder holding {INFO_FILE}")
     try:
         info = json.loads(info_path.read_text())
     except json.JSONDecodeError as exc:

@@ -22,7 +22,7 @@ from .fingerprint import cache_root, file_signature, fingerprint, function_signa
 from .formats import has_empty_answer, iter_conversations
 from .images import ImageInputs, expand_images
 from .readers import DataError, RowErrors
-from .templates import TEMPLATES, Segment, TokenizedSample, tokenize_conversations
+from .templates import TEMPLATE_ALIASES, TEMPLATES, Segment, TokenizedSample, tokenize_conversations
 from .token_store import TokenStore, TokenStoreWriter
 from .workers import map_batches
 
@@ -69,9 +69,11 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def template_of(cfg: DataConfig) -> Callable[[list[dict], str], list[Segment]]:
-    if cfg.template not in TEMPLATES:
-        raise ConfigError(f"data.template: {cfg.template!r} is unknown; choose one of {', '.join(TEMPLATES)}")
-    return TEMPLATES[cfg.template]
+    name = TEMPLATE_ALIASES.get(cfg.template, cfg.template)
+    if name not in TEMPLATES:
+        raise ConfigError(f"data.template: {cfg.template!r} is unknown; choose one of "
+                          f"{', '.join([*TEMPLATES, *TEMPLATE_ALIASES])}")
+    return TEMPLATES[name]
 
 
 def conversations(source: DatasetSource, cfg: DataConfig, eos: str, stats: DataStats, errors: RowErrors,

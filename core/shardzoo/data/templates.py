@@ -90,6 +90,8 @@ def default(messages: list[dict], eos: str) -> list[Segment]:
 
 TEMPLATES: dict[str, Callable[[list[dict], str], list[Segment]]] = {"qwen3": qwen3, "gpt_oss": gpt_oss,
                                                                     "default": default}
+TEMPLATE_ALIASES = {"gpt": "gpt_oss"}
+"""Other projects' names for our templates: MindSpeed-LLM calls the harmony format `gpt`."""
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from .. import device as devices
 
 
-def init_distributed(device_type: str, timeout_s: int = 1800) -> tuple[int, int, int]:
-    """Initialise the default process group (also for a single process); returns (rank, local_rank, world)."""
+def init_distributed(device_type: str, timeout_s: int = 1800, cpu_tensors: bool = False) -> tuple[int, int, int]:
+    """Initialise the default process group (also for a single process); returns (rank, local_rank, world).
+    `cpu_tensors`: collectives on CPU tensors too (parameters offloaded to the CPU)."""
     rank, local_rank, world = devices.rank_info()
     if not dist.is_initialized():
-        backend = devices.dist_backend(device_type)
+        backend = devices.dist_backend(device_type, cpu_tensors)
         timeout = timedelta(seconds=timeout_s)
         if world == 1:
             # A lone process still gets a group so FSDP2 and the collectives have one code path;

@@ -74,6 +74,18 @@ def total_steps(cfg: Config, steps_per_epoch: int | None) -> int:
     return max(1, math.ceil(t.num_train_epochs * steps_per_epoch))
 
 
+def fsdp2_settings(p, built) -> str:
+    """The FSDP2 settings in effect (defaults and the package's plan filled in), for the start log."""
+    recompute = (f"{len(built.recomputed)} modules ({'reentrant' if p.use_reentrant else 'non-reentrant'})"
+                 if built.recomputed else "off")
+    offload = f"on (pin_memory {p.pin_memory})" if p.offload_to_cpu else "off"
+    return (f"{len(built.fsdp_units)} units + root, param {p.param_dtype}, reduce {p.reduce_dtype}, output "
+            f"{p.output_dtype or 'as computed'}, cast_forward_inputs {p.cast_forward_inputs}, reshard_after_forward "
+            f"{p.reshard_after_forward}, prefetch forward {p.num_to_forward_prefetch} / backward "
+            f"{p.num_to_backward_prefetch}, offload {offload}, "
+            f"recompute {recompute}, ignored {', '.join(p.ignored_modules) or 'none'}")
+
+
 def _all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
@@ -94,7 +106,7 @@ def train(cfg: Config) -> TrainResult:
         lock.acquire()
     owns_group = not dist.is_initialized()
     try:
-        rank, local_rank, world = init_distributed(device_type)
+        rank, local_rank, world = init_distributed(device_type, cpu_tensors=cfg.parallel.offload_to_cpu)
         try:
             assert world == shape.world, "the launcher's WORLD_SIZE is the process group's size"
             result = _train(cfg, spec, hf_config, device_type, rank, local_rank, shape)
@@ -157,6 +169,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     "rows": train_data.rows or "stream", "steps": steps,
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
+    if is_main:
+        log.info("fsdp2: %s", fsdp2_settings(cfg.parallel, built))
     run_state = RunState(built.model, optimizer, scheduler, loader, device_type,
                 write_hf_files=lambda d: write_hf_files(d, hf_config, train_data.tokenizer,
                                                         cfg.model.model_name_or_path,
