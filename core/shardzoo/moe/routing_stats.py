@@ -5,7 +5,10 @@ active (the task's forward) it keeps per layer the token count of every expert a
 loss is on, the router probabilities softmax(logits). Only real tokens count (the batch's
 token_mask: padding and filler rows are left out, as transformers does with an attention mask),
 so the loss does not depend on how a batch is split and padded over ranks. Activation recompute
-re-runs the blocks during backward, outside the collector, so nothing is counted twice.
+re-runs the blocks during backward, outside the collector, so nothing is counted twice; and the
+collector only keeps references inside a block — the masking and sums run after the forward — so a
+recomputed block saves exactly the tensors its first forward saved (non-reentrant checkpointing
+checks that).
 
 The loss is the Switch-Transformer form that transformers uses for Qwen3-MoE and GPT-OSS, with
 the statistics pooled over layers (model_facts §3):
@@ -52,9 +55,7 @@ class RoutingCollector:
     def __init__(self, token_mask: Optional[torch.Tensor] = None) -> None:
         """token_mask [B, T] (or flat): True on the tokens to count; None counts every token."""
         self.mask = None if token_mask is None else token_mask.reshape(-1)
-        self.counts: list[torch.Tensor] = []
-        self.prob_sums: list[torch.Tensor] = []
-        self.tokens = 0
+        self.layers: list[tuple[int, torch.Tensor, Optional[torch.Tensor]]] = []
         self._token = None
 
     def __enter__(self) -> "RoutingCollector":
@@ -65,29 +66,35 @@ class RoutingCollector:
         _ACTIVE.reset(self._token)
 
     def add(self, num_experts: int, indices: torch.Tensor, probs: Optional[torch.Tensor]) -> None:
-        if self.mask is not None:
-            indices = indices[self.mask]
-            probs = None if probs is None else probs[self.mask]
-        self.counts.append(torch.bincount(indices.reshape(-1), minlength=num_experts).float())
-        self.tokens = indices.shape[0]
-        if probs is not None:
-            self.prob_sums.append(probs.sum(0))
+        # References only: an operation here would run inside a recomputed block's first forward and
+        # not in its recomputation.
+        self.layers.append((num_experts, indices, probs))
+
+    def _counted(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.mask is None else t[self.mask]
+
+    @property
+    def tokens(self) -> int:
+        return self._counted(self.layers[-1][1]).shape[0] if self.layers else 0
 
     def layer_counts(self) -> Optional[torch.Tensor]:
         """Tokens routed to each expert, [layers, experts] (this rank, this forward)."""
-        return torch.stack(self.counts) if self.counts else None
+        if not self.layers:
+            return None
+        return torch.stack([torch.bincount(self._counted(indices).reshape(-1), minlength=n).float()
+                            for n, indices, _ in self.layers])
 
     def aux_loss(self, all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
         """This rank's share of the pooled load-balancing loss; `all_reduce` sums over data-parallel
         ranks (None for one process)."""
-        if len(self.prob_sums) != len(self.counts) or not self.counts:
+        if not self.layers or any(probs is None for _, _, probs in self.layers):
             raise RuntimeError("aux loss requested but the MoE blocks did not record router probabilities")
-        counts = torch.stack(self.counts).sum(0)
+        counts = self.layer_counts().sum(0)
         totals = torch.cat([counts, counts.new_tensor([float(self.tokens)])])
         if all_reduce is not None:
             totals = all_reduce(totals)
         counts, tokens = totals[:-1], totals[-1]
-        layers = len(self.counts)
+        layers = len(self.layers)
         f = counts / (tokens * layers)
-        p = torch.stack(self.prob_sums).sum(0) / (tokens * layers)
+        p = torch.stack([self._counted(probs).sum(0) for _, _, probs in self.layers]).sum(0) / (tokens * layers)
         return counts.numel() * (f * p).sum()

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..checkpoint import iter_safetensors
 from ..config import Config, ConfigError, resolve_path
+from ..moe.routing_stats import aux_loss_coef
 from ..parallel import Meshes, apply_context_parallel, apply_expert_parallel, apply_fsdp, apply_recompute
 from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
@@ -90,6 +91,12 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     recomputed = []
     if p.recompute or (p.recompute is None and p.recompute_modules):
         patterns = p.recompute_modules or list(plan.recompute_modules if plan else ["model.layers.{*}"])
+        if p.use_reentrant and aux_loss_coef(getattr(model, "config", None)):
+            # Reentrant checkpointing runs the first forward without autograd, so the router
+            # probabilities the load-balancing loss reads from inside a block carry no gradient.
+            raise ConfigError("parallel.use_reentrant: the model adds the router's load-balancing loss "
+                              "(output_router_logits), whose gradient reentrant recompute cannot carry; set "
+                              "parallel.use_reentrant: false (the default) or turn recompute off")
         recomputed = apply_recompute(model, patterns, p.use_reentrant)
     fsdp_patterns = p.fsdp_modules or list(plan.fsdp_modules if plan else ["model.layers.{*}"])
     # After recompute (the compiled graph contains the checkpointed forward), before FSDP (whose hooks
