@@ -15,22 +15,28 @@ from .schema import SECTIONS, Config
 from .validation import validate_values
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `--section.key value` / `--section.key=value` pairs (values parsed as YAML)."""
-    i = 0
+def override_pairs(overrides: list[str]) -> list[tuple[str, str]]:
+    """`--section.key value` / `--section.key=value` -> [(section.key, value text)]."""
+    pairs, i = [], 0
     while i < len(overrides):
         item = overrides[i]
         if not item.startswith("--"):
             raise ConfigError(f"override {item!r}: expected --section.key VALUE (e.g. --training.lr 1e-5)")
         item = item[2:]
         if "=" in item:
-            dotted, text = item.split("=", 1)
+            pairs.append(tuple(item.split("=", 1)))
             i += 1
         else:
             if i + 1 >= len(overrides):
                 raise ConfigError(f"override --{item}: missing value (e.g. --{item} VALUE)")
-            dotted, text = item, overrides[i + 1]
+            pairs.append((item, overrides[i + 1]))
             i += 2
+    return pairs
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `--section.key value` / `--section.key=value` pairs (values parsed as YAML)."""
+    for dotted, text in override_pairs(overrides):
         parts = dotted.split(".")
         # model.hf_config is the free-form config.json dict: its keys are one level deeper.
         free_form = len(parts) == 3 and parts[:2] == ["model", "hf_config"]
@@ -40,6 +46,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         section, key = parts[:2]
         if section not in SECTIONS:
             raise unknown_key(section, "override --", list(SECTIONS))
+        section, key = ALIASES.get((section, key), (section, key))  # an override names the setting, any spelling
         target = raw.setdefault(section, {})
         if target is None:
             target = raw[section] = {}
@@ -144,8 +151,16 @@ def _free_section(raw: Any, section: str) -> dict:
     return dict(raw)
 
 
-def config_from_dict(raw: dict, base_dir: str | Path = ".", source: str | None = None) -> Config:
+def config_from_dict(raw: dict, base_dir: str | Path = ".", source: str | None = None,
+                     overrides: list[str] | None = None) -> Config:
+    """`overrides` (`--section.key VALUE`) are applied last, over the file and its fsdp2 file: the
+    command line wins, whichever spelling either side uses."""
     raw = dict(raw)
+    pairs = override_pairs(list(overrides or []))
+    # The fsdp2 file an override names is the one merged; every other override lands after the merge.
+    first = [f"--{k}={v}" for k, v in pairs if k == "parallel.fsdp2_config"]
+    rest = [f"--{k}={v}" for k, v in pairs if k != "parallel.fsdp2_config"]
+    raw = apply_overrides(raw, first)
     for key in raw:
         if key not in SECTIONS:
             raise unknown_key(key, "", list(SECTIONS))
@@ -154,6 +169,7 @@ def config_from_dict(raw: dict, base_dir: str | Path = ".", source: str | None =
             raise ConfigError(f"parallel: expected a mapping of keys, got {raw['parallel']!r}")
         raw["parallel"] = _merge_fsdp2_file(raw["parallel"], Path(base_dir))
     raw = _apply_aliases({k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()})
+    raw = apply_overrides(raw, rest)
     sections = {name: _free_section(raw.get(name), name) if cls is dict else build_section(cls, raw.get(name), name)
                 for name, cls in ((n, typing.get_type_hints(Config)[n]) for n in SECTIONS)}
     cfg = Config(**sections, source=source)
@@ -164,6 +180,5 @@ def config_from_dict(raw: dict, base_dir: str | Path = ".", source: str | None =
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     raw = _read_yaml(path, "config")
-    raw = apply_overrides(raw, list(overrides or []))
-    return config_from_dict(raw, base_dir=path.parent, source=str(path))
+    return config_from_dict(raw, base_dir=path.parent, source=str(path), overrides=overrides)
 

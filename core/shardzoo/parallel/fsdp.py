@@ -8,7 +8,14 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.fsdp import (
+    CPUOffloadPolicy,
+    FSDPModule,
+    MixedPrecisionPolicy,
+    OffloadPolicy,
+    fully_shard,
+    register_fsdp_forward_method,
+)
 
 from .expert import expert_fsdp_placement
 from .patterns import match_modules
@@ -58,9 +65,16 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
             expert_units.append(module)
     units = [(n, m) for n, m in match_modules(model, p.fsdp_modules, "parallel.fsdp_modules")
              if any(q not in ignored_params for q in m.parameters())]
+    groups = _tied_groups(model, units)
     # Children must be sharded before the units that contain them.
-    for _, module in sorted(units, key=lambda nm: -nm[0].count(".")):
-        fully_shard(module, reshard_after_forward=p.reshard_after_forward, **common)
+    for name, module in sorted(units, key=lambda nm: -nm[0].count(".")):
+        group = groups.get(name)
+        if group is None:
+            fully_shard(module, reshard_after_forward=p.reshard_after_forward, **common)
+        elif group[0] is module:  # a tied group is sharded once, through its first member
+            fully_shard(group, reshard_after_forward=p.reshard_after_forward, **common)
+        for method in getattr(module, "fsdp_forward_methods", ()):
+            register_fsdp_forward_method(module, method)
     root_policy = common["mp_policy"] if root_casts_inputs else dataclasses.replace(common["mp_policy"],
                                                                                      cast_forward_inputs=False)
     fully_shard(root, reshard_after_forward=p.reshard_after_forward, **{**common, "mp_policy": root_policy})
@@ -74,6 +88,25 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
         module.set_gradient_divide_factor(1.0)
         module.set_force_sum_reduction_for_comms(True)
     return [n for n, _ in units]
+
+
+def _tied_groups(model: nn.Module, units: list[tuple[str, nn.Module]]) -> dict[str, list[nn.Module]]:
+    """Units that share a parameter with a module outside them (a tied embedding and head) become one
+    FSDP group with the modules holding it: a parameter belongs to exactly one group, and every module
+    that computes with it must gather it. unit name -> the group's modules."""
+    holders: dict[int, list[nn.Module]] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            holders.setdefault(id(param), []).append(module)
+    groups: dict[str, list[nn.Module]] = {}
+    for name, unit in units:
+        inside = {id(m) for m in unit.modules()}
+        extra = {id(m): m for q in unit.parameters() for m in holders[id(q)] if id(m) not in inside}
+        if extra:
+            groups[name] = [unit, *extra.values()]
+    # Both tied modules listed: the same group twice, kept as one member list.
+    canonical: dict[frozenset, list[nn.Module]] = {}
+    return {name: canonical.setdefault(frozenset(map(id, members)), members) for name, members in groups.items()}
 
 
 def _set_prefetch(units: list[nn.Module], forward: int, backward: int) -> None:

@@ -5,6 +5,7 @@ model and is the FSDP root, so the trainer's one call gathers every parameter th
 
 from __future__ import annotations
 
+import types
 from typing import Optional
 
 import torch
@@ -62,6 +63,12 @@ class Task(nn.Module):
         return {}
 
 
+def _head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, normalizer, chunk_size: int,
+               token_weights: Optional[torch.Tensor]) -> torch.Tensor:
+    return ops.linear_cross_entropy(hidden, head.weight, targets, normalizer=normalizer, chunk_size=chunk_size,
+                                    token_weights=token_weights)
+
+
 def _sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         value = value.clone()
@@ -82,6 +89,12 @@ class CausalLMTask(Task):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        # The chunked loss reads the head's weight without calling the head; as a method of the head
+        # that FSDP treats as a forward (fsdp_forward_methods), the weight is gathered (and its gradient
+        # reduced) also when the head is an FSDP unit of its own (MindSpeed's `lm_head` in fsdp_modules).
+        head = model.get_output_embeddings()
+        head.head_loss = types.MethodType(_head_loss, head)
+        head.fsdp_forward_methods = ("head_loss",)
         self.aux_coef = aux_loss_coef(getattr(model, "config", None))
         self._expert_load: Optional[torch.Tensor] = None
         self._aux: Optional[torch.Tensor] = None
@@ -136,10 +149,9 @@ class CausalLMTask(Task):
         with RoutingCollector(token_mask) as routing:
             out = self.model.get_decoder()(**inputs)
         hidden = out if isinstance(out, torch.Tensor) else out[0]
-        weight = self.model.get_output_embeddings().weight
-        loss = ops.linear_cross_entropy(hidden.flatten(0, 1), weight, targets.flatten(), normalizer=normalizer,
-                                        chunk_size=self.chunk_size,
-                                        token_weights=None if loss_weights is None else loss_weights.flatten())
+        loss = self.model.get_output_embeddings().head_loss(
+            hidden.flatten(0, 1), targets.flatten(), normalizer, self.chunk_size,
+            None if loss_weights is None else loss_weights.flatten())
         load = routing.layer_counts()
         if load is not None:
             self._expert_load = load if self._expert_load is None else self._expert_load + load
