@@ -53,6 +53,7 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
     if p.ignored_modules:
         for _, module in match_modules(model, p.ignored_modules, "parallel.ignored_modules"):
             ignored_params.update(module.parameters())
+            _compute_in_own_dtype(module)
     offload = CPUOffloadPolicy(pin_memory=p.pin_memory) if p.offload_to_cpu else OffloadPolicy()
     common = dict(mesh=mesh, mp_policy=mixed_precision_policy(p), offload_policy=offload,
                   ignored_params=ignored_params or None)
@@ -88,6 +89,41 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
         module.set_gradient_divide_factor(1.0)
         module.set_force_sum_reduction_for_comms(True)
     return [n for n, _ in units]
+
+
+def _floating(value, fn):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return fn(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_floating(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _floating(v, fn) for k, v in value.items()}
+    return value
+
+
+def _compute_in_own_dtype(module: nn.Module) -> None:
+    """An ignored module keeps its parameters as they are (FSDP neither shards nor casts them), so under
+    mixed precision its inputs come in param_dtype while its weights stay fp32. It computes in its own
+    dtype and hands its outputs back in the dtype its first floating input had, so the modules around
+    it see the run's precision."""
+    own = next((q.dtype for q in module.parameters() if q.is_floating_point()), None)
+    if own is None:
+        return
+    seen: list[torch.dtype] = []
+
+    def before(_, args, kwargs):
+        first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.is_floating_point()),
+                     None)
+        seen.append(first.dtype if first is not None else own)
+        cast = lambda t: t.to(own)  # noqa: E731
+        return _floating(args, cast), _floating(kwargs, cast)
+
+    def after(_, args, kwargs, output):
+        dtype = seen.pop()
+        return _floating(output, lambda t: t.to(dtype))
+
+    module.register_forward_pre_hook(before, with_kwargs=True)
+    module.register_forward_hook(after, with_kwargs=True)
 
 
 def _tied_groups(model: nn.Module, units: list[tuple[str, nn.Module]]) -> dict[str, list[nn.Module]]:

@@ -47,6 +47,9 @@ class BuiltModel:
     compiled: list[str] = field(default_factory=list)
     customised: list[str] = field(default_factory=list)
     """What the package's own ModelSpec.parallelize step changed."""
+    replicated: list[nn.Parameter] = field(default_factory=list)
+    """Trainable parameters FSDP does not manage (parallel.ignored_modules): whole on every rank, their
+    gradients summed over the ranks by the trainer."""
 
 
 def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
@@ -114,8 +117,10 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         else:
             path = resolve_path(m.model_name_or_path)
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
+    replicated = [q for _, module in (match_modules(model, p.ignored_modules, "parallel.ignored_modules")
+                                      if p.ignored_modules else []) for q in module.parameters() if q.requires_grad]
     return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
-                      flops, compiled, customised)
+                      flops, compiled, customised, replicated)
 
 
 def _freeze(model: nn.Module, patterns: list[str]) -> list[str]:

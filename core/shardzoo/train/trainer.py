@@ -86,6 +86,18 @@ def fsdp2_settings(p, built) -> str:
             f"recompute {recompute}, ignored {', '.join(p.ignored_modules) or 'none'}")
 
 
+def sum_replicated_grads(params: list[torch.nn.Parameter]) -> None:
+    """Sum, over all ranks, the gradients of the parameters FSDP does not manage (ignored modules), as
+    FSDP sums the others: the loss is already divided by the global count. One collective per step."""
+    if not params or not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    for q, g in zip(params, torch.split(flat, [g.numel() for g in grads])):
+        q.grad = g.view_as(q).clone()
+
+
 def _all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
@@ -214,6 +226,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                 step_loss, stop_votes = _all_reduce_sum(torch.stack(
                     [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
                 step_loss /= built.task.loss_copies
+                sum_replicated_grads(built.replicated)
                 grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
                 if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
                     raise TrainingDiverged(
