@@ -1,6 +1,7 @@
 """Sessions: test-core, test-core-alone, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any
-other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped), templates (every model folder
-scaffolded and its copy tested), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny, tune-internvl-tiny, tune-wan-tiny.
+other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped), matrix (every feature combination
+case), templates (every model folder scaffolded and its copy tested), lint, bench, tune-qwen3-tiny,
+tune-gpt_oss-tiny, tune-internvl-tiny, tune-wan-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -106,6 +107,14 @@ def tests(session: nox.Session) -> None:
     """Everything CI runs."""
     install(session, MODELS, *TEST_EXTRAS)
     pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS], "--ignore=tests/templates")
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The whole combination matrix (tests/matrix): every all-pairs case of models x features, 2 steps on
+    2 gloo ranks each, with their equivalence twins; `nox -s tests` runs one case per model."""
+    install(session, MODELS, *TEST_EXTRAS)
+    session.run("pytest", "tests/matrix", *session.posargs, env={"PYTHONUNBUFFERED": "1", "SHARDZOO_MATRIX": "full"})
 
 
 @nox.session

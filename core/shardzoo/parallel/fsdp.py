@@ -54,7 +54,10 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
         for _, module in match_modules(model, p.ignored_modules, "parallel.ignored_modules"):
             ignored_params.update(module.parameters())
             _compute_in_own_dtype(module)
-    offload = CPUOffloadPolicy(pin_memory=p.pin_memory) if p.offload_to_cpu else OffloadPolicy()
+    # Pinned host memory speeds copies to an accelerator; a CPU run has none to copy to (and torch
+    # refuses to pin without an accelerator).
+    pin = p.pin_memory and mesh.device_type != "cpu"
+    offload = CPUOffloadPolicy(pin_memory=pin) if p.offload_to_cpu else OffloadPolicy()
     common = dict(mesh=mesh, mp_policy=mixed_precision_policy(p), offload_policy=offload,
                   ignored_params=ignored_params or None)
 
