@@ -90,3 +90,19 @@ def test_plan_cli_on_the_20b_config_for_8_ranks():
                            "--world-size", "8", "--device-memory", "32GB", "--model.model_name_or_path",
                            "models/gpt_oss/configs/gpt-oss-20b"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "does NOT fit in 32.0 GiB" in proc.stdout
+
+
+def test_model_id_auto_plans_and_trains_through_transformers(tmp_path):
+    """`model.model_id: auto` takes transformers' class even where a package claims the architecture;
+    `plan` builds it on the meta device, and it plans the same parameter bytes as the package."""
+
+    auto = ["--model.model_id", "auto", "--model.hf_config.model_type", "qwen3"]
+    cfg = load_config(REPO / "models/qwen3/configs/tune_qwen3_tiny.yaml", auto)
+    ours = load_config(REPO / "models/qwen3/configs/tune_qwen3_tiny.yaml")
+    assert plan_memory(cfg, 2).params == plan_memory(ours, 2).params
+    proc = subprocess.run([sys.executable, "-m", "shardzoo", "train", "models/qwen3/configs/tune_qwen3_tiny.yaml",
+                           *auto, "--training.output_dir", str(tmp_path), "--training.max_steps", "2",
+                           "--data.max_samples", "16", "--training.logging_steps", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "model Qwen3ForCausalLM | path AutoModel" in proc.stdout

@@ -87,9 +87,16 @@ def load_spec(model_id: str) -> ModelSpec:
     return spec
 
 
+AUTO_MODEL = "auto"
+"""`model.model_id: auto` takes transformers' AutoModelForCausalLM even where a package claims the
+architecture (MindSpeed-LLM's path one), e.g. to compare against our rewrite."""
+
+
 def find_spec(model_id: Optional[str], hf_config: dict) -> Optional[ModelSpec]:
     """The spec serving this model, or None for the AutoModel path. Two packages claiming the same
     architecture (or model_type) is an error that asks for model.model_id, never a silent pick."""
+    if model_id == AUTO_MODEL:
+        return None
     if model_id is not None:
         return load_spec(model_id)
     specs = [load_spec(name) for name in sorted(registered())]

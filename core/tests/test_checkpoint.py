@@ -108,19 +108,10 @@ def test_resume_none_refuses_to_mix_runs(uninterrupted):
 def test_export_holds_the_checkpoint_weights_through_the_adapter(uninterrupted, tmp_path):
     from shardzoo.checkpoint import iter_safetensors
     from shardzoo.checkpoint.dcp_state import load_model_tensors, model_tensor_specs
+    from shardzoo.testing.export_check import export_checked
 
     ckpt, out = uninterrupted[0] / "checkpoint-12", tmp_path / "hf"
-    proc = subprocess.run([sys.executable, "-m", "shardzoo", "export", str(ckpt), "--format", "hf", str(out), "--dtype",
-                           "float32", "--max-shard-size", "100KB"], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    shards = sorted(set(index["weight_map"].values()))
-    assert len(shards) > 1 and all((out / s).is_file() for s in shards)
-    assert "lm_head.weight" not in index["weight_map"]  # tied to the embedding, as HF saves it
-    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
-        assert (out / name).is_file(), name
-    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    export_checked(ckpt, out, REPO, "100KB")
     exported = dict(iter_safetensors(out))
     ours = load_model_tensors(ckpt / "state", model_tensor_specs(ckpt / "state"))
     assert sorted(exported) == sorted(k for k in ours if k != "lm_head.weight")

@@ -82,7 +82,8 @@ def test_qwen3_template_masks_everything_but_assistant_turns(tokenizer):
 def test_dataset_registry_errors(tmp_path, repo, tokenizer):
     with pytest.raises(ConfigError, match="data.dataset: 'nope' is not in .*dataset_info.json; known: alpaca_sample"):
         build_sft_samples(DataConfig(dataset="nope", dataset_dir=str(repo / "data")), tokenizer)
-    with pytest.raises(ConfigError, match="data.dataset_dir: .*dataset_info.json does not exist"):
+    with pytest.raises(ConfigError, match="data.dataset_dir: looked for dataset_info.json in .* and found none; "
+                       "set data.dataset_dir"):
         build_sft_samples(DataConfig(dataset="x", dataset_dir=str(tmp_path)), tokenizer)
     with pytest.raises(ConfigError, match="data.template: 'llama9' is unknown"):
         build_sft_samples(DataConfig(dataset="alpaca_sample", dataset_dir=str(repo / "data"), template="llama9"),

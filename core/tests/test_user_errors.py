@@ -179,3 +179,18 @@ def test_trust_remote_code_loads_the_models_own_code_and_only_then(tmp_path):
            "(non-reentrant), ignored none" in proc.stderr, proc.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2]
+
+
+def test_the_console_shows_a_short_step_line_and_no_bar_redraws_in_a_log(tmp_path):
+    proc = shardzoo("train", str(CONFIG), "--training.output_dir", str(tmp_path), "--training.max_steps", "2",
+                    "--data.max_samples", "32", "--training.logging_steps", "1", "--training.progress_bar", "true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [line for line in proc.stdout.splitlines() if line.startswith("step ")]
+    assert len(steps) == 2, proc.stdout
+    import re
+
+    assert re.fullmatch(r"step 1 \| loss \d+\.\d{4} \| lr \d\.\d\de[-+]\d\d \| grad_norm \d+\.\d{3} \| "
+                        r"tokens/s [\d,]+ \| mfu \d+\.\d\d% \| mem \d+\.\d\d GiB", steps[0]), steps[0]
+    assert "\r" not in proc.stderr and "train:" not in proc.stderr  # output is a pipe: no progress bar
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"data_wait_pct", "tokens_per_s_per_device", "elapsed_s", "mfu"} <= set(record)  # the rest is here

@@ -26,7 +26,8 @@ PRETRAIN_TEXT = "mg"
 @dataclass
 class ModelConfig:
     model_id: Optional[str] = None
-    """Registered model package to use (e.g. qwen3); empty = registry lookup, then AutoModel."""
+    """Registered model package to use (e.g. qwen3); empty = registry lookup, then AutoModel; `auto` =
+    transformers' AutoModelForCausalLM even where a package claims the architecture."""
     model_name_or_path: Optional[str] = None
     """Directory with config.json (+ safetensors unless train_from_scratch)."""
     tokenizer_name_or_path: Optional[str] = None

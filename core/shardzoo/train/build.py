@@ -71,6 +71,9 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
             model = spec.build_model(hf_config)
         plan = spec.plan
         flops = lambda seq_len: spec.flops_per_token(hf_config, seq_len)  # noqa: E731
+    elif not materialize:
+        model = _build_auto_model_meta(cfg, hf_config)  # shardzoo plan: shapes only
+        plan = None
     else:
         model = _build_auto_model(cfg, hf_config)
         plan = None
@@ -148,6 +151,18 @@ def _apply_context_parallel(model: nn.Module, patterns: list[str], meshes: Meshe
                     getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads, cp_size,
                     f"{type(model).__name__} (num_attention_heads/num_key_value_heads in its config)")
     return apply_context_parallel(model, patterns, meshes.cp)
+
+
+def _build_auto_model_meta(cfg: Config, hf_config) -> nn.Module:
+    """The AutoModel path's model on the meta device: its parameters' shapes and dtypes, no memory."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32,
+                                                 trust_remote_code=cfg.model.trust_remote_code)
+    if not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
+        raise ConfigError(f"model: {type(model).__name__} has no decoder/output head to train as a causal LM")
+    return model
 
 
 def _build_auto_model(cfg: Config, hf_config) -> nn.Module:

@@ -41,6 +41,16 @@ def repair_torn_line(path: Path) -> bool:
     return True
 
 
+STEP_LINE = (("step", "step {}"), ("loss", "loss {:.4f}"), ("lr", "lr {:.2e}"), ("grad_norm", "grad_norm {:.3f}"),
+             ("tokens_per_s", "tokens/s {:,.0f}"), ("mfu", "mfu {:.2%}"), ("peak_memory_gib", "mem {:.2f} GiB"),
+             ("aux_loss", "aux {:.4f}"))
+"""What the console shows of a step, in order (a key the record lacks is left out)."""
+
+
+def step_line(record: dict) -> str:
+    return " | ".join(fmt.format(record[key]) for key, fmt in STEP_LINE if key in record)
+
+
 class MetricsWriter:
     def __init__(self, output_dir: str, enabled: bool):
         self.enabled = enabled
@@ -69,9 +79,15 @@ class MetricsWriter:
                     self._tb.add_scalar(key, value, record["step"])
 
     def console(self, record: dict) -> None:
-        if self.enabled:
-            parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
-            tqdm.write(" | ".join(parts))
+        """A step record as one short line people read (the whole record is in metrics.jsonl); any other
+        record as its keys and values."""
+        if not self.enabled:
+            return
+        if "loss" in record:
+            tqdm.write(step_line(record))
+            return
+        parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
+        tqdm.write(" | ".join(parts))
 
     def close(self) -> None:
         if self._file is not None:

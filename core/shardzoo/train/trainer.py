@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,8 +199,9 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
         log.info("no checkpoint in %s: starting from step 0", out_dir)
     throughput = Throughput(world, peak)
     devices.reset_peak_memory(device_type)
-    bar = tqdm(total=steps, initial=start_step, disable=not (is_main and t.progress_bar), desc="train",
-               dynamic_ncols=True)
+    # A bar that redraws garbles a log file: only on a terminal.
+    bar = tqdm(total=steps, initial=start_step, disable=not (is_main and t.progress_bar and sys.stderr.isatty()),
+               desc="train", dynamic_ncols=True)
     data = iter(loader)
     data_wait = 0.0
     params = [p for p in built.task.parameters() if p.requires_grad]

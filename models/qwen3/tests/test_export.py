@@ -4,9 +4,6 @@ its tiny model; this is the part only a model with a reference implementation ca
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,21 +26,12 @@ def uninterrupted(tmp_path_factory):
 
 def test_export_loads_in_transformers_with_our_logits(uninterrupted, tmp_path):
     from shardzoo.checkpoint.dcp_state import load_model_tensors, model_tensor_specs
+    from shardzoo.testing.export_check import export_checked
     from shardzoo_qwen3 import Qwen3ForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
 
     ckpt, out = uninterrupted[0] / f"checkpoint-{STEPS}", tmp_path / "hf"
-    proc = subprocess.run([sys.executable, "-m", "shardzoo", "export", str(ckpt), "--format", "hf", str(out), "--dtype",
-                           "float32", "--max-shard-size", "1MB"], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    shards = sorted(set(index["weight_map"].values()))
-    assert len(shards) > 1 and all((out / s).is_file() for s in shards)
-    assert "lm_head.weight" not in index["weight_map"]  # tied to the embedding, as HF saves it
-    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
-        assert (out / name).is_file(), name
-    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    export_checked(ckpt, out, REPO, "1MB")
     AutoTokenizer.from_pretrained(str(out))
 
     hf = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, attn_implementation="eager").eval()
