@@ -63,7 +63,7 @@ def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
 
 def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshes,
                 device: torch.device, materialize: bool = True) -> BuiltModel:
-    """materialize=False leaves a registered model sharded on the meta device (shardzoo plan)."""
+    """materialize=False leaves the model sharded on the meta device (shardzoo plan)."""
     m, p = cfg.model, cfg.parallel
 
     if spec is not None:
@@ -71,11 +71,9 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
             model = spec.build_model(hf_config)
         plan = spec.plan
         flops = lambda seq_len: spec.flops_per_token(hf_config, seq_len)  # noqa: E731
-    elif not materialize:
-        model = _build_auto_model_meta(cfg, hf_config)  # shardzoo plan: shapes only
-        plan = None
     else:
-        model = _build_auto_model(cfg, hf_config)
+        # shardzoo plan wants shapes only: the meta device; training builds on the CPU.
+        model = _build_auto_model(cfg, hf_config) if materialize else _build_auto_model_meta(cfg, hf_config)
         plan = None
         flops = generic_flops_per_token(model, hf_config)
 
