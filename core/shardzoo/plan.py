@@ -34,6 +34,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from .config import Config
+from .hub import resolve_hub_names
 from .moe import GroupedExperts
 from .parallel import build_meshes
 from .parallel.fsdp import to_dtype
@@ -120,6 +121,7 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
 
 def plan_memory(cfg: Config, world: int) -> MemoryPlan:
     shape = mesh_shape(cfg.parallel, world)
+    resolve_hub_names(cfg.model)
     spec, hf_config = resolve_model(cfg)
     from torch.testing._internal.distributed.fake_pg import FakeStore  # registers the "fake" backend
 

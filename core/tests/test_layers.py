@@ -12,7 +12,7 @@ CORE = Path(__file__).resolve().parents[1] / "shardzoo"
 
 RANKS = {
     "errors": 0,
-    "device": 1,
+    "device": 1, "hub": 1,
     "config": 2, "ops": 2,
     "moe": 3,
     "parallel": 4, "data": 4,

@@ -115,7 +115,7 @@ def validate_paths(cfg: Config, tokenizer: bool = True) -> None:
     if m.model_name_or_path is not None:
         mdir = resolve_path(m.model_name_or_path)
         _require(mdir.is_dir(), f"model.model_name_or_path: {mdir} is not a directory; point it at a "
-                 "folder with config.json (hub names are not fetched: download the model first)")
+                 "folder with config.json, or give a hub id (org/name)")
         _require((mdir / "config.json").is_file(), f"model.model_name_or_path: {mdir} has no config.json")
         if not m.train_from_scratch:
             has_weights = any(mdir.glob("*.safetensors")) or (mdir / "model.safetensors.index.json").is_file()

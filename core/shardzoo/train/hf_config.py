@@ -22,7 +22,7 @@ def hf_config_dict(cfg: Config) -> dict:
         path = resolve_path(m.model_name_or_path) / "config.json"
         if not path.is_file():
             raise ConfigError(f"model.model_name_or_path: {path.parent} has no config.json; point it at the model "
-                              "folder (hub names are not fetched: download the model first)")
+                              "folder, or give a hub id (org/name)")
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

@@ -36,6 +36,7 @@ from ..checkpoint.manager import Checkpointer, RunState
 from ..checkpoint.run_lock import RunLock, check_output_dir
 from ..config import Config, validate_paths
 from ..errors import TrainingDiverged
+from ..hub import resolve_hub_names
 from ..ops import bind_ops
 from ..ops.attention import fastest_sdpa
 from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
@@ -106,6 +107,7 @@ def _all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
 
 def train(cfg: Config) -> TrainResult:
     # Everything checkable from the config alone fails here, before any process group exists.
+    resolve_hub_names(cfg.model)
     validate_paths(cfg, tokenizer=False)
     device_type = devices.resolve_device_type(cfg.training.device)
     shape = mesh_shape(cfg.parallel, devices.rank_info()[2])
