@@ -227,6 +227,25 @@ def peak_flops(device_type: str, dtype: torch.dtype = torch.bfloat16) -> tuple[f
     return 0.0, f"no peak figure known for device {name!r}"
 
 
+def profiler(device_type: str, *, with_memory: bool, with_stack: bool, record_shapes: bool, level: str):
+    """A torch profiler for the device: torch_npu's on NPU (its level chooses how much the NPU side
+    records), torch's elsewhere (CUDA kernels traced on a GPU; the level only applies on NPU)."""
+    import torch.profiler as tp
+
+    kwargs = dict(record_shapes=record_shapes, profile_memory=with_memory, with_stack=with_stack)
+    if device_type == NPU:
+        import torch_npu
+
+        levels = {"level0": torch_npu.profiler.ProfilerLevel.Level0, "level1": torch_npu.profiler.ProfilerLevel.Level1,
+                  "level2": torch_npu.profiler.ProfilerLevel.Level2}
+        config = torch_npu.profiler._ExperimentalConfig(profiler_level=levels[level])
+        return torch_npu.profiler.profile(activities=[torch_npu.profiler.ProfilerActivity.CPU,
+                                                      torch_npu.profiler.ProfilerActivity.NPU],
+                                          experimental_config=config, **kwargs)
+    activities = [tp.ProfilerActivity.CPU] + ([tp.ProfilerActivity.CUDA] if device_type == CUDA else [])
+    return tp.profile(activities=activities, **kwargs)
+
+
 def rank_info() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) from the launcher's environment; single process if unset."""
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),

@@ -190,6 +190,19 @@ class TrainingConfig:
     """Tokens per chunk of the fused linear + cross-entropy (bounds the fp32 logits held at once).
     Older configs wrote it as ops.loss_chunk_size, still accepted."""
     logging_steps: int = 1
+    profile_step_start: int = -1
+    """Profile optimizer steps profile_step_start..profile_step_end (1-based, inclusive) with the torch
+    profiler (torch_npu's on NPU); -1 profiles nothing (MindSpeed's names for these keys)."""
+    profile_step_end: int = -1
+    profile_ranks: list[int] = field(default_factory=lambda: [0])
+    """Ranks that profile; [-1] = every rank."""
+    profile_level: Literal["level0", "level1", "level2"] = "level0"
+    """How much the NPU side records (torch_npu ProfilerLevel); torch's profiler has no levels."""
+    profile_with_memory: bool = False
+    profile_with_stack: bool = False
+    profile_record_shapes: bool = False
+    profile_save_path: Optional[str] = None
+    """Where traces go; null = <output_dir>/profile."""
     device: Literal[("auto", *DEVICE_TYPES)] = "auto"
     progress_bar: bool = True
 

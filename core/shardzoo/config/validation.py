@@ -49,6 +49,12 @@ def validate_values(cfg: Config) -> None:
              f"training.save_total_limit: {t.save_total_limit} must be >= 1 or null (keep all)")
     _require(t.resume.strip() != "", "training.resume: empty; use auto, none or a checkpoint directory")
     _require(t.logging_steps >= 1, "training.logging_steps: must be >= 1")
+    if t.profile_step_start != -1 or t.profile_step_end != -1:
+        _require(1 <= t.profile_step_start <= t.profile_step_end, f"training.profile_step_start/profile_step_end: "
+                 f"{t.profile_step_start}..{t.profile_step_end} is no range of steps; give 1 <= start <= end, or "
+                 "-1 for both")
+        _require(len(t.profile_ranks) > 0 and all(r >= -1 for r in t.profile_ranks),
+                 f"training.profile_ranks: {t.profile_ranks} must list ranks (>= 0), or be [-1] for every rank")
     _require(t.loss_chunk_size >= 1, "training.loss_chunk_size: must be >= 1")
     _require(p.fsdp_size == "auto" or p.fsdp_size >= 1, f"parallel.fsdp_size: {p.fsdp_size} must be >= 1 or 'auto'")
     _require(p.fsdp_modules is None or len(p.fsdp_modules) > 0,

@@ -48,6 +48,7 @@ from .lr_schedule import build_scheduler
 from .metrics import MetricsWriter, Throughput, gib
 from .optimizer import build_optimizer
 from .preemption import StopRequest
+from .profiling import StepProfiler
 from .task import task_class
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     elif rank == 0 and t.resume == "auto":
         log.info("no checkpoint in %s: starting from step 0", out_dir)
     throughput = Throughput(world, peak)
+    profiler = StepProfiler(t, device_type, rank, out_dir)
     devices.reset_peak_memory(device_type)
     # A bar that redraws garbles a log file: only on a terminal.
     bar = tqdm(total=steps, initial=start_step, disable=not (is_main and t.progress_bar and sys.stderr.isatty()),
@@ -211,59 +213,63 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     try:
         with StopRequest() as stop, fastest_sdpa(device_type):
             for step in range(start_step, steps):
-                wait_start = time.perf_counter()
-                micro_batches = [b.to(device) for b in next(data)]
-                data_wait += time.perf_counter() - wait_start
-                # Stays on the device: the loss divides by it without a host sync.
-                normalizer = _all_reduce_sum(torch.tensor(sum(b.loss_normalizer for b in micro_batches),
-                                                          device=device))
-                loss_sum = torch.zeros((), device=device)
-                for i, batch in enumerate(micro_batches):
-                    # Reduce-scatter gradients once per step, on the last micro-batch.
-                    built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
-                    loss = built.task(**batch.inputs(), normalizer=normalizer, micro_batches=len(micro_batches))
-                    loss.backward()
-                    loss_sum += loss.detach().float()
-                    # Attention FLOPs grow with the whole row (cp slices of it under context parallel).
-                    throughput.add(batch.num_tokens, batch.num_tokens * built.flops_per_token(batch.attention_length))
-                # The stop flag rides on the loss all-reduce: every rank stops after the same step.
-                step_loss, stop_votes = _all_reduce_sum(torch.stack(
-                    [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
-                step_loss /= built.task.loss_copies
-                sum_replicated_grads(built.replicated)
-                grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
-                if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
-                    raise TrainingDiverged(
-                        f"step {step + 1}: loss {step_loss} / grad_norm {grad_norm} is not finite; the weights were "
-                        f"not updated. Lower training.lr (now {t.lr}), add warmup, check the data, or use fp32/bf16 "
-                        "instead of fp16.")
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                built.task.end_step()
-                result.losses.append(step_loss)
-                result.grad_norms.append(grad_norm)
-                result.steps = step + 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-                if (step + 1) % t.logging_steps == 0 or step + 1 == steps:
-                    devices.synchronize(device_type)
-                    window = throughput.report(lambda t: _all_reduce_sum(t.to(device)).cpu())
-                    record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
-                              "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
-                              "peak_memory_gib": gib(devices.peak_memory_bytes(device_type)),
-                              **built.task.step_metrics()}
-                    data_wait = 0.0
-                    writer.write(record)
-                    writer.console(record)
-                if t.save_steps > 0 and (step + 1) % t.save_steps == 0:
-                    result.checkpoint = str(checkpointer.save(step + 1, run_state, steps))
-                if stop_votes > 0:
-                    result.stopped_by = stop.received or "a signal on another rank"
-                    break
+                with profiler.step(step + 1):
+                    wait_start = time.perf_counter()
+                    micro_batches = [b.to(device) for b in next(data)]
+                    data_wait += time.perf_counter() - wait_start
+                    # Stays on the device: the loss divides by it without a host sync.
+                    normalizer = _all_reduce_sum(torch.tensor(sum(b.loss_normalizer for b in micro_batches),
+                                                              device=device))
+                    loss_sum = torch.zeros((), device=device)
+                    for i, batch in enumerate(micro_batches):
+                        # Reduce-scatter gradients once per step, on the last micro-batch.
+                        built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
+                        loss = built.task(**batch.inputs(), normalizer=normalizer, micro_batches=len(micro_batches))
+                        loss.backward()
+                        loss_sum += loss.detach().float()
+                        # Attention FLOPs grow with the whole row (cp slices of it under context parallel).
+                        throughput.add(batch.num_tokens,
+                                       batch.num_tokens * built.flops_per_token(batch.attention_length))
+                    # The stop flag rides on the loss all-reduce: every rank stops after the same step.
+                    step_loss, stop_votes = _all_reduce_sum(torch.stack(
+                        [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
+                    step_loss /= built.task.loss_copies
+                    sum_replicated_grads(built.replicated)
+                    grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
+                    if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+                        raise TrainingDiverged(
+                            f"step {step + 1}: loss {step_loss} / grad_norm {grad_norm} is not finite; the weights "
+                            f"were not updated. Lower training.lr (now {t.lr}), add warmup, check the data, or use "
+                            "fp32/bf16 instead of fp16.")
+                    lr = scheduler.get_last_lr()[0]
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    built.task.end_step()
+                    result.losses.append(step_loss)
+                    result.grad_norms.append(grad_norm)
+                    result.steps = step + 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+                    if (step + 1) % t.logging_steps == 0 or step + 1 == steps:
+                        devices.synchronize(device_type)
+                        window = throughput.report(lambda t: _all_reduce_sum(t.to(device)).cpu())
+                        record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
+                                  "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
+                                  "peak_memory_gib": gib(devices.peak_memory_bytes(device_type)),
+                                  **built.task.step_metrics()}
+                        data_wait = 0.0
+                        writer.write(record)
+                        writer.console(record)
+                    if t.save_steps > 0 and (step + 1) % t.save_steps == 0:
+                        result.checkpoint = str(checkpointer.save(step + 1, run_state, steps))
+                    if stop_votes > 0:
+                        result.stopped_by = stop.received or "a signal on another rank"
+                        break
+                profiler.after(step + 1)
     finally:
         bar.close()
+        profiler.close(result.steps)
     try:
         if (saving or result.stopped_by) and result.steps > 0:
             result.checkpoint = str(checkpointer.save(result.steps, run_state, steps))
