@@ -22,8 +22,9 @@ TORCH = os.environ.get("SHARDZOO_TORCH", "torch==2.13.0")
 TORCH_INDEX = os.environ.get("SHARDZOO_TORCH_INDEX")
 MODELS = ["qwen3", "gpt_oss", "internvl", "wan"]
 # diffusers' from_pretrained of WanTransformer3DModel (fp32-kept modules) needs accelerate: the Wan
-# tests load our exports with it, as a user would.
-TEST_EXTRAS = ["pytest", "accelerate"]
+# tests load our exports with it, as a user would. wandb (offline) and matplotlib: the optional
+# tracker and `shardzoo plot` are tested too.
+TEST_EXTRAS = ["pytest", "accelerate", "wandb", "matplotlib"]
 
 
 def install(session: nox.Session, models: list[str], *extra: str) -> None:

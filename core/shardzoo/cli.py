@@ -92,6 +92,15 @@ def _new_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    runs = [Path(r) for r in args.runs]
+    out = Path(args.out) if args.out else runs[0] / "metrics.png"
+    print(f"wrote {plot_runs(runs, out)}")
+    return 0
+
+
 def _plan(args: argparse.Namespace) -> int:
     from .plan import format_plan, plan_memory
 
@@ -128,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.add_argument("--device-memory", type=parse_size, default=None,
                         help="memory per device, e.g. 64GB (910B) or 80GB (H100): say whether the plan fits")
     p_plan.set_defaults(fn=_plan)
+    p_plot = sub.add_parser("plot", help="loss, lr, grad norm and throughput over steps as a PNG (runs overlaid)")
+    p_plot.add_argument("runs", nargs="+", help="training output_dir(s) holding metrics.jsonl")
+    p_plot.add_argument("--out", default=None, help="the PNG to write (default: <first run>/metrics.png)")
+    p_plot.set_defaults(fn=_plot)
     p_models = sub.add_parser("models", help="list installed model packages")
     p_models.set_defaults(fn=_models)
     p_new = sub.add_parser("new-model", help="copy a model package under a new name (package, classes, configs, "

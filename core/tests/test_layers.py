@@ -19,7 +19,7 @@ RANKS = {
     "checkpoint": 5,
     "registry": 6, "modeling": 6,
     "train": 7, "bench": 7,
-    "plan": 8, "scaffold": 8, "testing": 8,
+    "plan": 8, "scaffold": 8, "testing": 8, "plot": 8,
     "cli": 9,
     "__main__": 10, "__init__": 10,
 }

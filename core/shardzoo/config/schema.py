@@ -190,6 +190,9 @@ class TrainingConfig:
     """Tokens per chunk of the fused linear + cross-entropy (bounds the fp32 logits held at once).
     Older configs wrote it as ops.loss_chunk_size, still accepted."""
     logging_steps: int = 1
+    report_to: Optional[list[Literal["tensorboard", "wandb", "none"]]] = None
+    """Experiment trackers for the step metrics besides metrics.jsonl; null = TensorBoard when installed.
+    W&B reads its own environment (WANDB_MODE=offline works without network, WANDB_PROJECT)."""
     profile_step_start: int = -1
     """Profile optimizer steps profile_step_start..profile_step_end (1-based, inclusive) with the torch
     profiler (torch_npu's on NPU); -1 profiles nothing (MindSpeed's names for these keys)."""

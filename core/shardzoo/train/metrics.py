@@ -12,6 +12,8 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
+from .trackers import Trackers
+
 log = logging.getLogger(__name__)
 
 
@@ -52,31 +54,23 @@ def step_line(record: dict) -> str:
 
 
 class MetricsWriter:
-    def __init__(self, output_dir: str, enabled: bool):
+    def __init__(self, output_dir: str, enabled: bool, trackers: list[str] = (), run_config: Optional[dict] = None):
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
         self._file = None
-        self._tb = None
+        self._trackers = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             repair_torn_line(self.path)
             self._file = open(self.path, "a")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+            self._trackers = Trackers(list(trackers), Path(output_dir), run_config or {})
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self._tb.add_scalar(key, value, record["step"])
+        self._trackers.log(record)
 
     def console(self, record: dict) -> None:
         """A step record as one short line people read (the whole record is in metrics.jsonl); any other
@@ -92,8 +86,8 @@ class MetricsWriter:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self._trackers is not None:
+            self._trackers.close()
 
 
 class Throughput:

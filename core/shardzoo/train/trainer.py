@@ -50,6 +50,7 @@ from .optimizer import build_optimizer
 from .preemption import StopRequest
 from .profiling import StepProfiler
 from .task import task_class
+from .trackers import chosen as chosen_trackers
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def train(cfg: Config) -> TrainResult:
     shape = mesh_shape(cfg.parallel, devices.rank_info()[2])
     spec, hf_config = resolve_model(cfg)
     task_class(spec).check_config(cfg, spec, hf_config)
+    trackers = chosen_trackers(cfg.training.report_to)
     output_dir = Path(cfg.training.output_dir)
     check_output_dir(output_dir)
     # One run per output_dir, decided before anything is built: a second run stops within seconds.
@@ -125,7 +127,7 @@ def train(cfg: Config) -> TrainResult:
         rank, local_rank, world = init_distributed(device_type, cpu_tensors=cfg.parallel.offload_to_cpu)
         try:
             assert world == shape.world, "the launcher's WORLD_SIZE is the process group's size"
-            result = _train(cfg, spec, hf_config, device_type, rank, local_rank, shape)
+            result = _train(cfg, spec, hf_config, device_type, rank, local_rank, shape, trackers)
         except BaseException:
             # A rank that failed alone must not wait in a barrier its peers never reach: with peers the
             # launcher tears the job down; a lone process just drops its group.
@@ -141,7 +143,7 @@ def train(cfg: Config) -> TrainResult:
 
 
 def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank: int,
-           shape: MeshShape) -> TrainResult:
+           shape: MeshShape, trackers: list[str]) -> TrainResult:
     t = cfg.training
     world, cp = shape.world, shape.cp
     device = devices.local_device(device_type, local_rank)
@@ -171,7 +173,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
 
     is_main = rank == 0
     out_dir = Path(t.output_dir)
-    writer = MetricsWriter(str(out_dir), enabled=is_main)
+    writer = MetricsWriter(str(out_dir), enabled=is_main, trackers=trackers, run_config=cfg.to_dict())
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
