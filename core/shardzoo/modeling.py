@@ -1,4 +1,5 @@
-"""What every rewritten causal LM of the zoo shares: a decoder under a language-model head."""
+"""What the rewritten causal LMs of the zoo share: the pre-norm decoder layer, the SwiGLU MLP, and a
+decoder under a language-model head."""
 
 from __future__ import annotations
 
@@ -6,6 +7,31 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+
+from . import ops
+
+
+class PreNormDecoderLayer(nn.Module):
+    """h += attn(norm(h)); h += mlp(norm(h)). A model's layer builds `input_layernorm`, `self_attn`
+    (x, cos, sin, document_ids -> out), `post_attention_layernorm` and `mlp` with HF's names."""
+
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, document_ids)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class SwiGLUMLP(nn.Module):
+    """down(silu(gate x) * up x), no biases (Qwen3's MLP, and the dense MLP of Qwen3-MoE)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class CausalLM(nn.Module):

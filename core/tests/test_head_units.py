@@ -14,7 +14,8 @@ CONFIG = REPO / "core/tests/configs/tiny_lm.yaml"
 COMMON = ["--training.max_steps", "3", "--training.logging_steps", "1", "--data.max_samples", "32",
           "--training.per_device_train_batch_size", "4"]
 # The same samples, parameters and reduce-scatter sums: only which parameters share a flat
-# all-gather buffer changes, which moves no value. Equal to fp32 round-off (measured: bit for bit).
+# all-gather buffer changes, which moves no value; what remains is fp32 round-off in the sums
+# (the bound is 10x tighter than test_distributed's, whose runs also reorder the batch over ranks).
 RTOL = 1e-6
 
 

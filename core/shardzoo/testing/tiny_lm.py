@@ -22,7 +22,7 @@ from transformers import PretrainedConfig
 
 from .. import ops
 from ..checkpoint import StateDictAdapter
-from ..modeling import CausalLM
+from ..modeling import CausalLM, PreNormDecoderLayer, SwiGLUMLP
 from ..parallel.materialize import default_init
 from ..registry import ModelSpec, ParallelPlan
 
@@ -66,29 +66,13 @@ class TinyLMAttention(nn.Module):
         return self.o_proj(out.reshape(b, t, -1))
 
 
-class TinyLMMLP(nn.Module):
-    def __init__(self, config: TinyLMConfig):
-        super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
-
-
-class TinyLMLayer(nn.Module):
+class TinyLMLayer(PreNormDecoderLayer):
     def __init__(self, config: TinyLMConfig):
         super().__init__()
         self.input_layernorm = ops.RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = TinyLMAttention(config)
         self.post_attention_layernorm = ops.RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = TinyLMMLP(config)
-
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, document_ids)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        self.mlp = SwiGLUMLP(config.hidden_size, config.intermediate_size)
 
 
 class TinyLMModel(nn.Module):

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
 from shardzoo.errors import ConfigError
-from shardzoo.modeling import CausalLM
+from shardzoo.modeling import CausalLM, PreNormDecoderLayer
 from shardzoo.moe import GroupedExperts, record_routing, topk_then_softmax
 from shardzoo.moe.routing_stats import aux_loss_coef, router_probs
 from transformers import GptOssConfig
@@ -109,18 +109,13 @@ class GptOssMLP(nn.Module):
         return self.experts(flat, indices, weights).view_as(x)
 
 
-class GptOssDecoderLayer(nn.Module):
+class GptOssDecoderLayer(PreNormDecoderLayer):
     def __init__(self, config: GptOssConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = GptOssAttention(config, layer_idx)
         self.post_attention_layernorm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = GptOssMLP(config)
-
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, document_ids)
-        return h + self.mlp(self.post_attention_layernorm(h))
 
 
 class GptOssModel(nn.Module):

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from shardzoo import ops
 from shardzoo.errors import ConfigError
-from shardzoo.modeling import CausalLM
+from shardzoo.modeling import CausalLM, PreNormDecoderLayer, SwiGLUMLP
 from transformers import Qwen3Config
 
 
@@ -73,29 +73,18 @@ class Qwen3Attention(nn.Module):
         return self.o_proj(out.reshape(b, t, -1))
 
 
-class Qwen3MLP(nn.Module):
+class Qwen3MLP(SwiGLUMLP):
     def __init__(self, config: Qwen3Config):
-        super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+        super().__init__(config.hidden_size, config.intermediate_size)
 
 
-class Qwen3DecoderLayer(nn.Module):
+class Qwen3DecoderLayer(PreNormDecoderLayer):
     def __init__(self, config: Qwen3Config, layer_idx: int):
         super().__init__()
         self.input_layernorm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Qwen3Attention(config, layer_idx)
         self.post_attention_layernorm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = Qwen3MLP(config)
-
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, document_ids)
-        return h + self.mlp(self.post_attention_layernorm(h))
 
 
 class Qwen3Model(nn.Module):

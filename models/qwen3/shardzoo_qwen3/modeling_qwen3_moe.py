@@ -12,12 +12,11 @@ the core MoE. Parameter names equal transformers' v5 state dict. Numerics (model
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from shardzoo import ops
+from shardzoo.modeling import PreNormDecoderLayer
 from shardzoo.moe import GroupedExperts, record_routing, softmax_then_topk
 from shardzoo.moe.routing_stats import aux_loss_coef, router_probs
 from transformers import Qwen3MoeConfig
@@ -53,7 +52,7 @@ def is_sparse(config: Qwen3MoeConfig, layer_idx: int) -> bool:
             and (layer_idx + 1) % config.decoder_sparse_step == 0)
 
 
-class Qwen3MoeDecoderLayer(nn.Module):
+class Qwen3MoeDecoderLayer(PreNormDecoderLayer):
     def __init__(self, config: Qwen3MoeConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -62,11 +61,6 @@ class Qwen3MoeDecoderLayer(nn.Module):
         self.self_attn.sliding_window = config.sliding_window
         self.post_attention_layernorm = Qwen3RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = Qwen3MoeSparseMoeBlock(config) if is_sparse(config, layer_idx) else Qwen3MLP(config)
-
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, document_ids)
-        return h + self.mlp(self.post_attention_layernorm(h))
 
 
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
