@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
+from .parallel.tensor import TensorParallelPlan
 
 
 class PreNormDecoderLayer(nn.Module):
@@ -19,6 +20,21 @@ class PreNormDecoderLayer(nn.Module):
                 document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         h = h + self.self_attn(self.input_layernorm(h), cos, sin, document_ids)
         return h + self.mlp(self.post_attention_layernorm(h))
+
+
+def decoder_tp_plan(*, head_norms: tuple[str, ...] = (), head_params: tuple[str, ...] = (),
+                    dense_mlp: str = "model.layers.{*}.mlp") -> TensorParallelPlan:
+    """Tensor parallel of a PreNormDecoderLayer stack with HF's names: q/k/v and the SwiGLU gate/up split
+    by heads and columns, o and down by rows, the three residual-stream norms sequence-parallel.
+    `dense_mlp`: the layers whose `mlp` is a SwiGLUMLP (MoE layers keep their experts whole)."""
+    layer = "model.layers.{*}"
+    return TensorParallelPlan(
+        colwise=(*(f"{layer}.self_attn.{p}_proj" for p in "qkv"), f"{dense_mlp}.gate_proj", f"{dense_mlp}.up_proj"),
+        rowwise=(f"{layer}.self_attn.o_proj", f"{dense_mlp}.down_proj"),
+        kv_projections=(f"{layer}.self_attn.k_proj", f"{layer}.self_attn.v_proj"),
+        sequence_norms=(f"{layer}.input_layernorm", f"{layer}.post_attention_layernorm", "model.norm"),
+        head_norms=head_norms, head_params=head_params,
+        block_inputs=(f"{layer}.self_attn", dense_mlp))
 
 
 class SwiGLUMLP(nn.Module):

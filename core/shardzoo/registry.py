@@ -16,6 +16,7 @@ import torch.nn as nn
 from .checkpoint.adapter import StateDictAdapter
 from .errors import ConfigError
 from .parallel.materialize import InitFn
+from .parallel.tensor import TensorParallelPlan
 
 ENTRY_POINT_GROUP = "shardzoo.models"
 
@@ -29,6 +30,8 @@ class ParallelPlan:
     ep_modules: tuple[str, ...] = ()
     cp_modules: tuple[str, ...] = ()
     """Attention kernels (shardzoo.ops.CoreAttention) that Ulysses context parallel wraps; empty = no CP."""
+    tp: TensorParallelPlan = TensorParallelPlan()
+    """Which modules tensor parallel splits how (parallel/tensor.py); the default (empty) = no TP."""
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ def test_wrong_type_names_key(minimal_raw, section, key, value, message):
     ("parallel", "ep_modules", [], "parallel.ep_modules: must name"),
     ("parallel", "cp_size", 0, "parallel.cp_size: 0 must be >= 1"),
     ("parallel", "cp_modules", [], r"parallel.cp_modules: must name .*self_attn.core_attention"),
-    ("parallel", "tp_size", 2, "parallel.tp_size=2"),
+    ("parallel", "tp_size", 0, "parallel.tp_size: 0 must be >= 1"),
+    ("parallel", "tp_colwise", [], "parallel.tp_colwise: must name"),
     ("parallel", "fsdp_modules", [], "parallel.fsdp_modules: must name"),
 ])
 def test_impossible_values(minimal_raw, section, key, value, message):

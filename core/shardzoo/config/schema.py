@@ -118,6 +118,13 @@ class ParallelConfig:
     compile_modules: Optional[list[str]] = None
     """Modules compiled when compile is on; null = the FSDP units (fsdp_modules or the package's plan)."""
     tp_size: int = 1
+    """Tensor parallel with sequence parallel: each group of tp_size consecutive ranks splits every dense
+    layer's heads and columns (the innermost axis); FSDP shards over the other ranks."""
+    tp_colwise: Optional[list[str]] = None
+    """Linear layers split by output features under TP; null = the model package's plan (q/k/v, gate/up).
+    Unused when tp_size is 1 (MindSpeed-LLM configs list them either way)."""
+    tp_rowwise: Optional[list[str]] = None
+    """Linear layers split by input features under TP; null = the model package's plan (o, down)."""
     ep_size: int = 1
     """Expert parallel: each group of ep_size consecutive ranks splits the experts of every MoE layer."""
     ep_fsdp_size: Union[int, Literal["auto"]] = "auto"

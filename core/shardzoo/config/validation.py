@@ -75,10 +75,10 @@ def validate_values(cfg: Config) -> None:
     _require(p.ep_dispatcher == "eager" or p.ep_size > 1, f"parallel.ep_dispatcher={p.ep_dispatcher}: the dispatcher "
              "moves tokens between expert-parallel ranks, and parallel.ep_size is 1; set ep_size > 1 or remove "
              "ep_dispatcher")
-    # Parallelisms that later releases add: refuse rather than ignore.
     _require(p.tp_size >= 1, f"parallel.tp_size: {p.tp_size} must be >= 1")
-    _require(p.tp_size == 1, f"parallel.tp_size={p.tp_size}: tensor parallel is not available in this version of "
-             "shardzoo; set parallel.tp_size: 1")
+    for key in ("tp_colwise", "tp_rowwise"):
+        _require(getattr(p, key) is None or len(getattr(p, key)) > 0, f"parallel.{key}: must name at least one "
+                 "module pattern (e.g. '*.q_proj') or be null")
 
 
 def _validate_data(d: DataConfig, t: TrainingConfig) -> None:

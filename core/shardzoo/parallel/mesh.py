@@ -61,10 +61,19 @@ class Meshes:
     """Ranks holding the same experts, which FSDP-shard them on dim 1."""
     cp: Optional[DeviceMesh] = None
     """Context-parallel axis (consecutive ranks splitting the same rows); None without CP."""
+    tp: Optional[DeviceMesh] = None
+    """Tensor-parallel axis (the innermost: consecutive ranks); None without TP."""
 
 
-def build_meshes(device_type: str, replicate: int, shard: int, ep_fsdp: int, ep: int, cp: int = 1) -> Meshes:
-    """The dense mesh spans every rank, cp ranks included: FSDP shards over data-parallel x cp."""
+def build_meshes(device_type: str, replicate: int, shard: int, ep_fsdp: int, ep: int, cp: int = 1,
+                 tp: int = 1) -> Meshes:
+    """The dense mesh spans every rank, cp ranks included: FSDP shards over data-parallel x cp. Under
+    tensor parallel it spans the ranks of one tp index, cut from the same root mesh as the tp axis
+    (FSDP2 and DTensor then compose both splits of a parameter)."""
+    if tp > 1:
+        assert replicate == 1 and ep == 1, "mesh_shape refuses TP with HSDP or EP"
+        root = init_device_mesh(device_type, (shard // cp, cp, tp), mesh_dim_names=("dp", "cp", "tp"))
+        return Meshes(root["dp", "cp"]._flatten("fsdp"), cp=root["cp"] if cp > 1 else None, tp=root["tp"])
     if ep == 1:
         meshes = Meshes(build_data_parallel_mesh(device_type, replicate, shard))
     else:

@@ -24,10 +24,13 @@ class MeshShape:
     """Ranks reading different rows (world / cp)."""
     cp: int
     """Ranks splitting the sequence of the same rows."""
+    tp: int = 1
+    """Ranks splitting every dense layer's heads and columns (the innermost axis: consecutive ranks)."""
 
     def describe(self) -> str:
         return (f"fsdp {self.replicate}x{self.shard}" + (f", ep_fsdp {self.ep_fsdp} x ep {self.ep}" if self.ep > 1
-                                                          else "") + (f", cp {self.cp}" if self.cp > 1 else ""))
+                                                          else "") + (f", cp {self.cp}" if self.cp > 1 else "")
+                + (f", tp {self.tp}" if self.tp > 1 else ""))
 
 
 def _require(cond: bool, message: str) -> None:
@@ -36,20 +39,32 @@ def _require(cond: bool, message: str) -> None:
 
 
 def mesh_shape(parallel, world: int) -> MeshShape:
-    """The mesh sizes for `parallel` (a ParallelConfig) on `world` ranks, or ConfigError if impossible."""
-    replicate, shard = _data_parallel(parallel, world)
-    ep_fsdp, ep = _expert(parallel, world, replicate, shard)
+    """The mesh sizes for `parallel` (a ParallelConfig) on `world` ranks, or ConfigError if impossible.
+    Under tensor parallel FSDP shards over the world / tp_size ranks of each tp index."""
+    tp = parallel.tp_size
+    _require(world % tp == 0, f"parallel.tp_size={tp} does not divide the world size {world}; use a divisor of "
+             f"{world}")
+    replicate, shard = _data_parallel(parallel, world // tp)
     cp = parallel.cp_size
-    _require(world % cp == 0, f"parallel.cp_size={cp} does not divide the world size {world}; use a "
-             f"divisor of {world}")
-    return MeshShape(world, replicate, shard, ep_fsdp, ep, world // cp, cp)
+    _require((world // tp) % cp == 0, f"parallel.cp_size={cp} does not divide the world size {world}"
+             + (f" / tp_size {tp}" if tp > 1 else "") + f"; use a divisor of {world // tp}")
+    if tp > 1:
+        _require(replicate == 1, f"parallel.tp_size={tp} with parallel.fsdp_size={shard} < {world // tp}: tensor "
+                 "parallel together with replicated (HSDP) data parallel is not available in this version; set "
+                 "parallel.fsdp_size: auto")
+        _require(parallel.ep_size == 1, f"parallel.tp_size={tp} with parallel.ep_size={parallel.ep_size}: tensor "
+                 "parallel together with expert parallel is not available in this version; set one of them to 1")
+    ep_fsdp, ep = _expert(parallel, world, replicate, shard)
+    return MeshShape(world, replicate, shard, ep_fsdp, ep, world // (cp * tp), cp, tp)
 
 
-def _data_parallel(p, world: int) -> tuple[int, int]:
-    shard = world if p.fsdp_size == "auto" else p.fsdp_size
-    _require(world % shard == 0, f"parallel.fsdp_size={shard} does not divide the world size {world}; use a "
-             f"divisor of {world} or 'auto' (= {world})")
-    return world // shard, shard
+def _data_parallel(p, ranks: int) -> tuple[int, int]:
+    """(replicas, shard size) over `ranks` (the world, or world / tp_size under tensor parallel)."""
+    shard = ranks if p.fsdp_size == "auto" else p.fsdp_size
+    what = f"world size / tp_size ({ranks})" if p.tp_size > 1 else f"world size {ranks}"
+    _require(ranks % shard == 0, f"parallel.fsdp_size={shard} does not divide the {what}; use a divisor of {ranks} "
+             f"or 'auto' (= {ranks})")
+    return ranks // shard, shard
 
 
 def _expert(p, world: int, replicate: int, shard: int) -> tuple[int, int]:

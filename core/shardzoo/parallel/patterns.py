@@ -1,8 +1,9 @@
 """Module-name patterns as in the MindSpeed configs.
 
 `model.layers.{*}` any index, `model.layers.{0-23}` a range, `model.layers.{1,3,5}` a list,
-`{0-3,8,10-11}` both; `*` inside a name component matches any characters. A pattern matches
-whole dotted module names only.
+`{0-3,8,10-11}` both; `*` inside a name component matches any characters. A leading `*.` matches
+any number of leading components (MindSpeed-LLM's `*.q_proj` names every q_proj at any depth). A
+pattern matches whole dotted module names only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def _brace_to_regex(body: str, pattern: str) -> str:
 
 def pattern_to_regex(pattern: str) -> re.Pattern:
     out, pos = [], 0
-    for m in re.finditer(r"\{([^}]*)\}", pattern):
+    if pattern.startswith("*."):
+        out.append(r"(?:[^.]+\.)+")
+        pos = 2
+    for m in re.compile(r"\{([^}]*)\}").finditer(pattern, pos):
         out.append(re.escape(pattern[pos:m.start()]).replace(r"\*", r"[^.]*"))
         out.append(_brace_to_regex(m.group(1), pattern))
         pos = m.end()

@@ -28,12 +28,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.tensor import DTensor
 
 from ..data.context_split import split_sequence
 from ..data.loader import Batch, collate
 from ..data.rows import Row, packed_row, sample_row
 from ..parallel import apply_context_parallel, build_meshes, init_distributed, shutdown_distributed
 from ..parallel.materialize import init_parameters
+from ..parallel.tensor import apply_tensor_parallel
 from ..registry import load_spec
 from ..train.task import CausalLMTask
 from .dist import training_env
@@ -81,12 +83,13 @@ def reference_loss_and_grads(model_id: str, packed: bool, hf_config: dict | None
 
 
 def context_parallel_loss_and_grads(model_id: str, cp_size: int, packed: bool, out_dir: str | Path,
-                                    hf_config: dict | None = None, timeout: int = 300):
-    """(summed loss, summed gradients) of cp_size gloo ranks splitting the batch."""
+                                    hf_config: dict | None = None, timeout: int = 300, tp_size: int = 1):
+    """(summed loss, summed gradients) of cp_size gloo ranks splitting the batch, each cp rank's slice split
+    further over tp_size tensor-parallel ranks (cp_size x tp_size processes)."""
     out_dir = Path(out_dir)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cp_size),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cp_size * tp_size),
            "-m", "shardzoo.testing.context_parallel", model_id, str(out_dir),
-           "--hf-config", json.dumps(hf_config or {})]
+           "--hf-config", json.dumps(hf_config or {}), "--tp", str(tp_size)]
     proc = subprocess.run(cmd + (["--packed"] if packed else []), capture_output=True, text=True, timeout=timeout,
                           env=training_env())
     if proc.returncode != 0:
@@ -115,17 +118,27 @@ def assert_same_loss_and_grads(ours, ref, *, loss_rtol: float = 1e-6, grad_atol:
                                    msg=lambda m, name=name: f"grad of {name}: {m}")
 
 
-def _worker(model_id: str, out_dir: Path, packed: bool, hf_config: dict) -> None:
+def _worker(model_id: str, out_dir: Path, packed: bool, hf_config: dict, tp: int) -> None:
     rank, _, world = init_distributed("cpu")
     try:
+        cp = world // tp
         model = tiny_model(model_id, hf_config)
-        meshes = build_meshes("cpu", 1, world, 1, 1, cp=world)
-        apply_context_parallel(model, list(load_spec(model_id).plan.cp_modules), meshes.cp)
-        full = collate(sample_rows(model.config.vocab_size, packed), PAD_ID, pad_to_multiple_of=world)
-        batch = split_sequence(full, rank, world)
+        meshes = build_meshes("cpu", 1, world // tp, 1, 1, cp=cp, tp=tp)
+        plan = load_spec(model_id).plan
+        if tp > 1:
+            apply_tensor_parallel(model, plan.tp, meshes.tp, kv_heads=model.config.num_key_value_heads)
+        if cp > 1:
+            apply_context_parallel(model, list(plan.cp_modules), meshes.cp)
+        full = collate(sample_rows(model.config.vocab_size, packed), PAD_ID, pad_to_multiple_of=cp)
+        # The tp ranks of a cp group (consecutive) share its slice.
+        batch = split_sequence(full, rank // tp, cp) if cp > 1 else full
         loss, grads = loss_and_grads(CausalLMTask(model, chunk_size=64), batch, float(full.num_targets))
+        # A tensor-parallel gradient in full (its partial sums added, its shards gathered): the same on
+        # every tp rank of a cp group, so the sum over all ranks counts it tp times.
+        grads = {name: g.full_tensor() if isinstance(g, DTensor) else g for name, g in grads.items()}
         for tensor in [loss, *grads.values()]:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor /= tp
         if rank == 0:
             torch.save({"loss": loss, "grads": grads}, out_dir / "context_parallel.pt")
     finally:
@@ -138,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--packed", action="store_true")
     parser.add_argument("--hf-config", default="{}", help="JSON overrides of the package's tiny config")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (the rest split the sequence)")
     args = parser.parse_args(argv)
-    _worker(args.model_id, args.out_dir, args.packed, json.loads(args.hf_config))
+    _worker(args.model_id, args.out_dir, args.packed, json.loads(args.hf_config), args.tp)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from transformers import PretrainedConfig
 
 from .. import ops
 from ..checkpoint import StateDictAdapter
-from ..modeling import CausalLM, PreNormDecoderLayer, SwiGLUMLP
+from ..modeling import CausalLM, PreNormDecoderLayer, SwiGLUMLP, decoder_tp_plan
 from ..parallel.materialize import default_init
 from ..registry import ModelSpec, ParallelPlan
 
@@ -118,6 +118,6 @@ SPEC = ModelSpec(
     flops_per_token=flops_per_token,
     tiny_config=TinyLMConfig,
     adapter=StateDictAdapter(tied_skip=("lm_head.weight",)),
-    plan=ParallelPlan(cp_modules=("model.layers.{*}.self_attn.core_attention",)),
+    plan=ParallelPlan(cp_modules=("model.layers.{*}.self_attn.core_attention",), tp=decoder_tp_plan()),
     packed_documents=True,
 )

@@ -1,7 +1,7 @@
 """Build the model for training: config -> (registered package | AutoModel) -> parallelize -> weights.
 
-The parallelize checklist runs in a fixed order (docs/architecture.md: EP -> CP -> freeze -> the
-package's own step -> recompute -> compile -> FSDP; TP does not exist yet). Registered models are
+The parallelize checklist runs in a fixed order (docs/architecture.md: TP -> EP -> CP -> freeze -> the
+package's own step -> recompute -> compile -> FSDP). Registered models are
 built on the meta device and materialised shard by shard; the AutoModel path builds the HF model on
 the CPU first.
 """
@@ -24,6 +24,7 @@ from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
 from ..parallel.materialize import init_parameters, load_parameters
 from ..parallel.patterns import match_modules
+from ..parallel.tensor import apply_tensor_parallel, check_tp_heads
 from ..registry import ModelSpec
 from .task import task_class
 
@@ -50,6 +51,8 @@ class BuiltModel:
     replicated: list[nn.Parameter] = field(default_factory=list)
     """Trainable parameters FSDP does not manage (parallel.ignored_modules): whole on every rank, their
     gradients summed over the ranks by the trainer."""
+    tensor_parallel: list[str] = field(default_factory=list)
+    """The projections split over the tp ranks."""
 
 
 def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
@@ -77,8 +80,13 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         plan = None
         flops = generic_flops_per_token(model, hf_config)
 
-    # Parallelize checklist: (TP not yet available) -> EP -> CP -> freeze -> the package's own step
-    # (ModelSpec.parallelize) -> recompute -> compile -> FSDP.
+    # Parallelize checklist: TP -> EP -> CP -> freeze -> the package's own step (ModelSpec.parallelize)
+    # -> recompute -> compile -> FSDP.
+    tensor_parallel = []
+    if meshes.tp is not None:
+        check_tensor_parallel(spec, hf_config, meshes.tp.size())
+        tensor_parallel = apply_tensor_parallel(model, plan.tp, meshes.tp, hf_config.num_key_value_heads,
+                                                p.tp_colwise, p.tp_rowwise)
     ep_patterns = p.ep_modules or list(plan.ep_modules if plan else [])
     expert_parallel = []
     if meshes.ep is not None:
@@ -121,7 +129,25 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     replicated = [q for _, module in (match_modules(model, p.ignored_modules, "parallel.ignored_modules")
                                       if p.ignored_modules else []) for q in module.parameters() if q.requires_grad]
     return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
-                      flops, compiled, customised, replicated)
+                      flops, compiled, customised, replicated, tensor_parallel)
+
+
+def check_tensor_parallel(spec: Optional[ModelSpec], hf_config, tp_size: int) -> None:
+    """ConfigError unless the model can be split over tp_size ranks (before any process group exists)."""
+    if spec is None or not spec.plan.tp.supported:
+        what = f"model package {spec.name!r}" if spec else "the transformers AutoModel path"
+        raise ConfigError(f"parallel.tp_size={tp_size}: {what} has no tensor-parallel plan (ParallelPlan.tp); use a "
+                          "package that has one (qwen3, tiny_lm) or parallel.tp_size: 1")
+    where = f"{type(hf_config).__name__} (config.json)"
+    counts = {"num_attention_heads": hf_config.num_attention_heads, "vocab_size": hf_config.vocab_size}
+    if getattr(hf_config, "intermediate_size", None):
+        counts["intermediate_size"] = hf_config.intermediate_size
+    check_tp_heads(tp_size, where, **counts)
+    kv = hf_config.num_key_value_heads
+    if kv % tp_size and tp_size % kv:
+        raise ConfigError(f"parallel.tp_size={tp_size}: {where} has num_key_value_heads={kv}; tensor parallel needs "
+                          f"tp_size to divide them or be a multiple of them (then each is replicated); use a "
+                          f"tp_size that divides {kv} or a multiple of it")
 
 
 def _freeze(model: nn.Module, patterns: list[str]) -> list[str]:

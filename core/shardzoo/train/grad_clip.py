@@ -1,15 +1,18 @@
-"""Gradient-norm clipping that works on FSDP2's sharded (DTensor) gradients.
+"""Gradient-norm clipping that works on sharded (DTensor) gradients on any meshes.
 
-Under expert parallelism the gradients live on two meshes (dense parameters on fsdp, experts on
-ep x ep_fsdp); DTensor cannot combine norms across meshes, so each mesh's norm is reduced on its
-own and the squares are summed as plain tensors.
+Gradients live on several meshes (dense parameters on fsdp, or fsdp x tp under tensor parallel, experts
+on ep x ep_fsdp, ignored modules whole on every rank). Every mesh spans the whole world, so each rank
+adds up the squares of what it holds, divided by the number of ranks that hold the same values (the
+product of its replicated mesh dims), and one all-reduce over the world gives the squared norm.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
+import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from .sharding_groups import by_sharding
@@ -18,16 +21,26 @@ from .sharding_groups import by_sharding
 @torch.no_grad()
 def clip_grad_norm_(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Global L2 norm of all gradients (over every shard); scales them down if above max_norm > 0."""
-    groups = by_sharding([p for p in params if p.grad is not None])
-    squares = []
-    for group in groups:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in group], norm_type=2.0)
-        if isinstance(norm, DTensor):
-            # The local norms are partial: full_tensor() reduces them across the mesh.
-            norm = norm.full_tensor()
-        squares.append(norm.float() ** 2)
-    total = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params]
+    if not grads:
+        return torch.zeros(())
+    squares = torch.stack([_square_share(g) for g in grads]).sum()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(squares, op=dist.ReduceOp.SUM)
+    total = squares.sqrt()
     if max_norm > 0:
-        for group in groups:
+        for group in by_sharding(params):
             torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
     return total
+
+
+def _square_share(grad: torch.Tensor) -> torch.Tensor:
+    """This rank's share of the gradient's squared L2 norm: the shares of all ranks add up to it."""
+    if isinstance(grad, DTensor):
+        mesh = grad.device_mesh
+        copies = math.prod(mesh.size(i) for i, p in enumerate(grad.placements) if p.is_replicate())
+        grad = grad.to_local()
+    else:  # whole on every rank (a module FSDP ignores), or a single process
+        copies = dist.get_world_size() if dist.is_initialized() else 1
+    return grad.float().pow(2).sum() / copies

@@ -11,11 +11,13 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.tensor import DTensor
 
 from .. import ops
 from ..config import ConfigError, validate_tokenizer_path
 from ..moe import RoutingCollector
 from ..moe.routing_stats import aux_loss_coef
+from ..parallel.tensor import vocab_parallel_loss_inputs
 from .hf_config import check_vocab
 
 
@@ -65,8 +67,13 @@ class Task(nn.Module):
 
 def _head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, normalizer, chunk_size: int,
                token_weights: Optional[torch.Tensor]) -> torch.Tensor:
-    return ops.linear_cross_entropy(hidden, head.weight, targets, normalizer=normalizer, chunk_size=chunk_size,
-                                    token_weights=token_weights)
+    """hidden [B, T, H], targets and token_weights [B, T] -> the loss."""
+    weight, vocab_group = head.weight, None
+    if isinstance(weight, DTensor):  # tensor parallel: the head's vocab rows are split over the tp ranks
+        hidden, weight, vocab_group = vocab_parallel_loss_inputs(hidden, weight)
+    return ops.linear_cross_entropy(hidden.flatten(0, 1), weight, targets.flatten(), normalizer=normalizer,
+                                    chunk_size=chunk_size, vocab_group=vocab_group,
+                                    token_weights=None if token_weights is None else token_weights.flatten())
 
 
 def _sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
@@ -149,9 +156,7 @@ class CausalLMTask(Task):
         with RoutingCollector(token_mask) as routing:
             out = self.model.get_decoder()(**inputs)
         hidden = out if isinstance(out, torch.Tensor) else out[0]
-        loss = self.model.get_output_embeddings().head_loss(
-            hidden.flatten(0, 1), targets.flatten(), normalizer, self.chunk_size,
-            None if loss_weights is None else loss_weights.flatten())
+        loss = self.model.get_output_embeddings().head_loss(hidden, targets, normalizer, self.chunk_size, loss_weights)
         load = routing.layer_counts()
         if load is not None:
             self._expert_load = load if self._expert_load is None else self._expert_load + load

@@ -41,7 +41,7 @@ from ..ops import bind_ops
 from ..ops.attention import fastest_sdpa
 from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
 from ..parallel.mesh_shape import MeshShape, mesh_shape
-from .build import build_model
+from .build import build_model, check_tensor_parallel
 from .grad_clip import clip_grad_norm_
 from .hf_config import resolve_model
 from .lr_schedule import build_scheduler
@@ -114,6 +114,8 @@ def train(cfg: Config) -> TrainResult:
     device_type = devices.resolve_device_type(cfg.training.device)
     shape = mesh_shape(cfg.parallel, devices.rank_info()[2])
     spec, hf_config = resolve_model(cfg)
+    if shape.tp > 1:
+        check_tensor_parallel(spec, hf_config, shape.tp)
     task_class(spec).check_config(cfg, spec, hf_config)
     trackers = chosen_trackers(cfg.training.report_to)
     output_dir = Path(cfg.training.output_dir)
@@ -145,7 +147,7 @@ def train(cfg: Config) -> TrainResult:
 def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank: int,
            shape: MeshShape, trackers: list[str]) -> TrainResult:
     t = cfg.training
-    world, cp = shape.world, shape.cp
+    world, cp, tp = shape.world, shape.cp, shape.tp
     device = devices.local_device(device_type, local_rank)
     bound_ops = bind_ops(vars(cfg.ops), device_type)
     torch.manual_seed(t.seed)
@@ -153,10 +155,11 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     resume_from = checkpointer.resume_path()
 
     data_start = time.perf_counter()
-    # The cp ranks of a group (consecutive) read the same rows, each its slice of the sequence.
-    train_data = task_class(spec).build_data(cfg, spec, hf_config, rank=rank // cp, world=shape.dp,
-                                             local_rank=local_rank, barrier=dist.barrier, cp_rank=rank % cp,
-                                             cp_size=cp)
+    # The cp ranks of a group read the same rows, each its slice of the sequence; the tp ranks (consecutive,
+    # the innermost axis) of a cp rank share its batch.
+    train_data = task_class(spec).build_data(cfg, spec, hf_config, rank=rank // (cp * tp), world=shape.dp,
+                                             local_rank=local_rank, barrier=dist.barrier,
+                                             cp_rank=(rank // tp) % cp, cp_size=cp)
     data_seconds = time.perf_counter() - data_start
     loader = train_data.loader
     if rank == 0:
@@ -165,7 +168,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
         log.log(level, "data: %s; ready in %.1fs", train_data.describe(), data_seconds)
     steps = total_steps(cfg, getattr(loader, "steps_per_epoch", None))
 
-    meshes = build_meshes(device_type, shape.replicate, shape.shard, shape.ep_fsdp, shape.ep, cp)
+    meshes = build_meshes(device_type, shape.replicate, shape.shard, shape.ep_fsdp, shape.ep, cp, tp)
     built = build_model(cfg, spec, hf_config, meshes, device)
     optimizer = build_optimizer(built.task, t)
     scheduler = build_scheduler(optimizer, lr=t.lr, min_lr=t.min_lr, warmup_ratio=t.warmup_ratio,
@@ -181,6 +184,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     writer.console({"model": type(built.model).__name__, "path": "package " + spec.name if spec else "AutoModel",
                     "params": sum(p.numel() for p in built.model.parameters()), "device": device_type,
                     "world": world, "mesh": shape.describe(),
+                    **({"tp_projections": len(built.tensor_parallel)} if built.tensor_parallel else {}),
                     "fsdp_units": len(built.fsdp_units),
                     "recomputed": len(built.recomputed), "compiled": len(built.compiled), "frozen": len(built.frozen),
                     **({"package_steps": ", ".join(built.customised)} if built.customised else {}),
@@ -219,9 +223,10 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     wait_start = time.perf_counter()
                     micro_batches = [b.to(device) for b in next(data)]
                     data_wait += time.perf_counter() - wait_start
-                    # Stays on the device: the loss divides by it without a host sync.
+                    # Stays on the device: the loss divides by it without a host sync. The tp ranks of a
+                    # group hold the same batch: counted once.
                     normalizer = _all_reduce_sum(torch.tensor(sum(b.loss_normalizer for b in micro_batches),
-                                                              device=device))
+                                                              device=device)) / tp
                     loss_sum = torch.zeros((), device=device)
                     for i, batch in enumerate(micro_batches):
                         # Reduce-scatter gradients once per step, on the last micro-batch.
@@ -230,12 +235,12 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                         loss.backward()
                         loss_sum += loss.detach().float()
                         # Attention FLOPs grow with the whole row (cp slices of it under context parallel).
-                        throughput.add(batch.num_tokens,
-                                       batch.num_tokens * built.flops_per_token(batch.attention_length))
+                        tokens = batch.num_tokens / tp  # each tp rank does 1/tp of the group's work
+                        throughput.add(tokens, tokens * built.flops_per_token(batch.attention_length))
                     # The stop flag rides on the loss all-reduce: every rank stops after the same step.
                     step_loss, stop_votes = _all_reduce_sum(torch.stack(
                         [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
-                    step_loss /= built.task.loss_copies
+                    step_loss /= built.task.loss_copies * tp
                     sum_replicated_grads(built.replicated)
                     grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
                     if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from shardzoo.checkpoint import Concat, Stack, StateDictAdapter
+from shardzoo.modeling import decoder_tp_plan
 from shardzoo.parallel.materialize import default_init
 from shardzoo.registry import ModelSpec, ParallelPlan
 from transformers import Qwen3Config, Qwen3MoeConfig
@@ -35,6 +36,10 @@ def flops_per_token(config: Qwen3Config, seq_len: int) -> float:
     return 6 * matmul_params + 12 * layers * config.num_attention_heads * d * seq_len
 
 
+# q_norm/k_norm normalise each head over head_dim: they run on this rank's heads.
+QWEN3_TP = decoder_tp_plan(head_norms=("model.layers.{*}.self_attn.q_norm", "model.layers.{*}.self_attn.k_norm"))
+
+
 def tiny_config(**overrides) -> Qwen3Config:
     """Smallest config that exercises every path: GQA, head_dim * heads != hidden."""
     fields = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -56,7 +61,7 @@ SPEC = ModelSpec(
     tiny_config=tiny_config,
     adapter=StateDictAdapter(tied_skip=("lm_head.weight",)),
     plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",),
-                      cp_modules=("model.layers.{*}.self_attn.core_attention",)),
+                      cp_modules=("model.layers.{*}.self_attn.core_attention",), tp=QWEN3_TP),
     packed_documents=True,
 )
 

@@ -1,0 +1,198 @@
+"""Tensor parallel with sequence parallel (Megatron's layout) through DTensor, on the innermost mesh axis.
+
+Between blocks the residual stream is split by sequence over the tp ranks ([B, T/tp, H] per rank, a
+DTensor Shard(1)); the norms on it run on the local tokens (their weight is replicated, its gradient
+summed over the ranks by DTensor). A block (attention, dense MLP) gathers the whole sequence once at its
+input, its column-parallel projections (q/k/v, gate/up) compute this rank's heads or columns, and its
+row-parallel projection (o, down) gives partial sums that a reduce-scatter turns back into the
+sequence split:
+
+    h [B, T/tp, H] --all-gather--> x [B, T, H] --q,k,v colwise--> heads H_q/tp, H_kv/tp (local tensors)
+    attention on the local heads --o rowwise--> partial [B, T, H] --reduce-scatter--> [B, T/tp, H]
+
+Per-head parameters (a q/k norm over head_dim, attention sinks) live with their heads: a norm gets its
+input as a DTensor split on the head dim so its replicated weight's gradient is summed; sinks are
+split on dim 0 like the heads. The embedding is vocab-parallel (each rank holds V/tp rows; the
+lookup's partial sums are reduce-scattered into the sequence split) and so is the head: the chunked
+loss gathers the final hidden states and computes each chunk's log-sum-exp over the vocab shards with
+two small all-reduces, so no rank ever holds logits over the whole vocabulary.
+
+Which modules are which is data (TensorParallelPlan, a package's ParallelPlan.tp); MindSpeed-LLM's
+`parallel.tp_colwise` / `tp_rowwise` patterns override the projection lists. FSDP2 then shards every
+parameter over the other ranks (data x context) on top of its tp split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    ParallelStyle,
+    RowwiseParallel,
+    SequenceParallel,
+    parallelize_module,
+)
+
+from ..errors import ConfigError
+from ..ops import CoreAttention
+from .patterns import match_modules
+
+
+@dataclass(frozen=True)
+class TensorParallelPlan:
+    """Module patterns (parallel/patterns.py) of one model family; empty `colwise` = no TP support."""
+
+    colwise: tuple[str, ...] = ()
+    """Linear layers split by output features (q/k/v, gate/up): this rank's heads or columns."""
+    rowwise: tuple[str, ...] = ()
+    """Linear layers split by input features (o, down): partial sums, reduce-scattered to the sequence split."""
+    sequence_norms: tuple[str, ...] = ()
+    """Norms on the residual stream, run on this rank's tokens."""
+    head_norms: tuple[str, ...] = ()
+    """Norms over head_dim of the split heads (Qwen3's q_norm/k_norm)."""
+    block_inputs: tuple[str, ...] = ()
+    """Modules whose first input is the residual stream (attention, MLP): the sequence is gathered there."""
+    kv_projections: tuple[str, ...] = ()
+    """The k/v projections among `colwise`: with fewer kv heads than tp ranks they are replicated instead,
+    each rank keeping the kv head its query heads read (as Ulysses does)."""
+    head_params: tuple[str, ...] = ()
+    """Per-head parameters (dotted names, patterns allowed in the module part) split on dim 0 with the heads."""
+    embedding: Optional[str] = "model.embed_tokens"
+    head: Optional[str] = "lm_head"
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.colwise)
+
+
+def check_tp_heads(tp_size: int, where: str, **counts: int) -> None:
+    """ConfigError unless every named count (heads, kv heads, vocab, intermediate size) splits evenly."""
+    for name, count in counts.items():
+        if count % tp_size:
+            raise ConfigError(f"parallel.tp_size={tp_size}: {where} has {name}={count}, which does not split evenly "
+                              f"over {tp_size} tensor-parallel ranks; use a tp_size that divides {count}")
+
+
+def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: DeviceMesh, kv_heads: int = 0,
+                          colwise: Optional[Sequence[str]] = None,
+                          rowwise: Optional[Sequence[str]] = None) -> list[str]:
+    """Split `model` over `tp_mesh` in place; returns the names of the split projections.
+    `kv_heads`: the model's key/value heads (0: they split like the query heads). `colwise`/`rowwise`: the
+    user's patterns (parallel.tp_colwise / tp_rowwise) instead of the plan's."""
+    styles: dict[str, object] = {}
+
+    def add(patterns: Sequence[str], key: str, style) -> list[str]:
+        names = [name for name, _ in match_modules(model, patterns, key)]
+        styles.update({name: style for name in names})
+        return names
+
+    projections = add(colwise or plan.colwise, "parallel.tp_colwise", ColwiseParallel())
+    tp = tp_mesh.size()
+    if 0 < kv_heads < tp and plan.kv_projections:
+        add(plan.kv_projections, "ParallelPlan.tp.kv_projections", _ReplicatedKVHeads(kv_heads))
+    projections += add(rowwise or plan.rowwise, "parallel.tp_rowwise",
+                       RowwiseParallel(output_layouts=Shard(1), use_local_output=False))
+    add(plan.sequence_norms, "ParallelPlan.tp.sequence_norms", SequenceParallel())
+    # Input [B, T, heads, head_dim]: the heads play the part of the split dim.
+    add(plan.head_norms, "ParallelPlan.tp.head_norms", SequenceParallel(sequence_dim=2, use_local_output=True))
+    if plan.embedding:
+        add([plan.embedding], "ParallelPlan.tp.embedding",
+            RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1), use_local_output=False))
+    if plan.head:
+        # Its forward (full logits, outside training) gathers the vocab; the training loss reads the
+        # weight shard directly (vocab_parallel_loss_inputs).
+        add([plan.head], "ParallelPlan.tp.head",
+            ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate()))
+    tied = _tied_head(model, plan)
+    parallelize_module(model, tp_mesh, styles)
+    if tied:
+        # Both split the vocab rows the same way (Shard(0)); distributing each made two parameters of one.
+        tied[1].weight = tied[0].weight
+    for _, module in match_modules(model, plan.block_inputs, "ParallelPlan.tp.block_inputs"):
+        module.register_forward_pre_hook(_gather_sequence)
+    _split_head_params(model, plan.head_params, tp_mesh)
+    for module in model.modules():
+        if isinstance(module, CoreAttention):
+            module.register_forward_pre_hook(_local_kernel_inputs, with_kwargs=True)
+    return projections
+
+
+class _ReplicatedKVHeads(ParallelStyle):
+    """A k or v projection with fewer heads than tp ranks: the weight whole on every rank, each rank keeping
+    the head its query heads read (ranks r*kv/tp share head r*kv // tp). The ranks' gradients of the weight
+    and input are partial (each from its own query heads) and DTensor sums them."""
+
+    def __init__(self, kv_heads: int):
+        super().__init__()
+        self.kv_heads = kv_heads
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        for name, param in list(module.named_parameters(recurse=False)):
+            module.register_parameter(name, nn.Parameter(distribute_tensor(param.data, device_mesh, [Replicate()]),
+                                                         requires_grad=param.requires_grad))
+        head = device_mesh.get_local_rank() * self.kv_heads // device_mesh.size()
+
+        def keep_own_head(_, args, out):
+            out = out.to_local(grad_placements=[Partial()])
+            return out.unflatten(-1, (self.kv_heads, -1))[..., head, :]
+        module.register_forward_pre_hook(_as_replicated(device_mesh))
+        module.register_forward_hook(keep_own_head)
+        return module
+
+
+def _as_replicated(mesh: DeviceMesh):
+    def hook(_, args):
+        x, *rest = args
+        if not isinstance(x, DTensor):
+            x = DTensor.from_local(x, mesh, [Replicate()], run_check=False)
+        return (x, *rest)
+    return hook
+
+
+def _tied_head(model: nn.Module, plan: TensorParallelPlan) -> Optional[tuple[nn.Module, nn.Module]]:
+    """(embedding, head) when the head's weight is the embedding's (tie_word_embeddings)."""
+    if not (plan.embedding and plan.head):
+        return None
+    embedding, head = model.get_submodule(plan.embedding), model.get_submodule(plan.head)
+    return (embedding, head) if head.weight is embedding.weight else None
+
+
+def _gather_sequence(_, args):
+    """The block's input: the residual stream's sequence split, all-gathered (a DTensor, so the
+    column-parallel projections' partial input gradients are summed by one reduce-scatter)."""
+    x, *rest = args
+    if isinstance(x, DTensor):
+        x = x.redistribute(placements=[Replicate()])
+    return (x, *rest)
+
+
+def _local_kernel_inputs(_, args, kwargs):
+    """The attention kernel works on this rank's heads as plain tensors: per-head DTensor arguments
+    (sinks) enter as their local shard (the gradient flows back to the shard)."""
+    local = lambda t: t.to_local() if isinstance(t, DTensor) else t  # noqa: E731
+    return tuple(local(a) for a in args), {k: local(v) for k, v in kwargs.items()}
+
+
+def _split_head_params(model: nn.Module, names: Sequence[str], tp_mesh: DeviceMesh) -> None:
+    for pattern in names:
+        module_pattern, _, param_name = pattern.rpartition(".")
+        for _, module in match_modules(model, [module_pattern], "ParallelPlan.tp.head_params"):
+            param = getattr(module, param_name)
+            setattr(module, param_name, nn.Parameter(distribute_tensor(param.data, tp_mesh, [Shard(0)]),
+                                                     requires_grad=param.requires_grad))
+
+
+def vocab_parallel_loss_inputs(hidden: torch.Tensor, weight: torch.Tensor):
+    """(hidden [B, T, H] of every token, this rank's vocab rows of the head, the tp group) for a head whose
+    weight is split over the vocab. The gather's backward sums the ranks' partial input gradients
+    (each rank's rows contribute their part) and hands each rank its tokens' share."""
+    mesh = weight.device_mesh
+    if isinstance(hidden, DTensor):
+        hidden = hidden.redistribute(placements=[Replicate()]).to_local(grad_placements=[Partial()])
+    return hidden, weight.to_local(), mesh.get_group()
