@@ -43,15 +43,18 @@ from .collectives import all_to_all, gather_sequence
 from .patterns import match_modules
 
 
-def check_heads(num_heads: int, num_kv_heads: int, cp_size: int, where: str = "the model") -> None:
-    """ConfigError unless Ulysses can split these heads over cp_size ranks."""
+def check_heads(num_heads: int, num_kv_heads: int, cp_size: int, where: str = "the model",
+                key: str = "cp_size", scheme: str = "Ulysses") -> None:
+    """ConfigError unless these heads split over cp_size ranks (query heads evenly; key/value heads evenly,
+    or replicated when fewer). `key`/`scheme`: the parallel key and its name (tensor parallel splits heads
+    by the same rule)."""
     if num_heads % cp_size:
-        raise ConfigError(f"parallel.cp_size={cp_size}: {where} has {num_heads} attention heads, which do not split "
-                          f"evenly over {cp_size} ranks (Ulysses gives each rank heads/cp_size heads); use a cp_size "
+        raise ConfigError(f"parallel.{key}={cp_size}: {where} has {num_heads} attention heads, which do not split "
+                          f"evenly over {cp_size} ranks ({scheme} gives each rank heads/{key} heads); use a {key} "
                           f"that divides {num_heads}")
     if num_kv_heads % cp_size and cp_size % num_kv_heads:
-        raise ConfigError(f"parallel.cp_size={cp_size}: {where} has {num_kv_heads} key/value heads; Ulysses needs "
-                          f"cp_size to divide them or be a multiple of them (then they are replicated); use a cp_size "
+        raise ConfigError(f"parallel.{key}={cp_size}: {where} has {num_kv_heads} key/value heads; {scheme} needs "
+                          f"{key} to divide them or be a multiple of them (then they are replicated); use a {key} "
                           f"that divides {num_kv_heads} or a multiple of it")
 
 

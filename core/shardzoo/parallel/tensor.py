@@ -71,8 +71,9 @@ class TensorParallelPlan:
         return bool(self.colwise)
 
 
-def check_tp_heads(tp_size: int, where: str, **counts: int) -> None:
-    """ConfigError unless every named count (heads, kv heads, vocab, intermediate size) splits evenly."""
+def check_tp_split(tp_size: int, where: str, **counts: int) -> None:
+    """ConfigError unless every named count (vocab, intermediate size) splits evenly over the tp ranks
+    (heads: parallel.context.check_heads)."""
     for name, count in counts.items():
         if count % tp_size:
             raise ConfigError(f"parallel.tp_size={tp_size}: {where} has {name}={count}, which does not split evenly "

@@ -24,7 +24,7 @@ from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
 from ..parallel.materialize import init_parameters, load_parameters
 from ..parallel.patterns import match_modules
-from ..parallel.tensor import apply_tensor_parallel, check_tp_heads
+from ..parallel.tensor import apply_tensor_parallel, check_tp_split
 from ..registry import ModelSpec
 from .task import task_class
 
@@ -139,15 +139,12 @@ def check_tensor_parallel(spec: Optional[ModelSpec], hf_config, tp_size: int) ->
         raise ConfigError(f"parallel.tp_size={tp_size}: {what} has no tensor-parallel plan (ParallelPlan.tp); use a "
                           "package that has one (qwen3, tiny_lm) or parallel.tp_size: 1")
     where = f"{type(hf_config).__name__} (config.json)"
-    counts = {"num_attention_heads": hf_config.num_attention_heads, "vocab_size": hf_config.vocab_size}
+    check_heads(hf_config.num_attention_heads, hf_config.num_key_value_heads, tp_size, where, "tp_size",
+                "tensor parallel")
+    counts = {"vocab_size": hf_config.vocab_size}
     if getattr(hf_config, "intermediate_size", None):
         counts["intermediate_size"] = hf_config.intermediate_size
-    check_tp_heads(tp_size, where, **counts)
-    kv = hf_config.num_key_value_heads
-    if kv % tp_size and tp_size % kv:
-        raise ConfigError(f"parallel.tp_size={tp_size}: {where} has num_key_value_heads={kv}; tensor parallel needs "
-                          f"tp_size to divide them or be a multiple of them (then each is replicated); use a "
-                          f"tp_size that divides {kv} or a multiple of it")
+    check_tp_split(tp_size, where, **counts)
 
 
 def _freeze(model: nn.Module, patterns: list[str]) -> list[str]:
