@@ -13,7 +13,9 @@ largest shards:
                rank's ep share)
   activations  an estimate (a model package may give its own, ModelSpec.activation_bytes; this is
                the causal LM's), per micro-batch of per_device_train_batch_size x cutoff_len / cp_size tokens
-               (context parallel: the rank's slice; inside attention T x H/cp is the same size):
+               (context parallel: the rank's slice; inside attention T x H/cp is the same size; tensor
+               parallel: the residual stream and norm outputs on T/tp tokens, each block's gathered input
+               on T, heads, MLP columns and the loss's vocab rows divided by tp):
                each block saves its input (H); a block's internals are saved for all blocks
                without recompute, for one block with it: attention q, k, v, output and the two
                norm outputs; MLP gate/up and product (dense: 3 I; MoE: k copies of the token,
@@ -24,6 +26,7 @@ largest shards:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,6 +73,14 @@ def _nbytes(t: torch.Tensor) -> int:
     return local.numel() * local.element_size()
 
 
+def _tp_split(p: torch.Tensor) -> int:
+    """How many tensor-parallel ranks share this parameter's elements (FSDP's gather leaves that split)."""
+    if not isinstance(p, DTensor) or p.device_mesh.mesh_dim_names is None:
+        return 1
+    names = p.device_mesh.mesh_dim_names
+    return math.prod(p.device_mesh.size(i) for i, pl in enumerate(p.placements) if pl.is_shard() and names[i] == "tp")
+
+
 def _gathered_bytes(task: nn.Module, cfg: Config, ep: int) -> int:
     """Bytes of each FSDP unit's own parameters when unsharded, in param_dtype."""
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
@@ -84,7 +95,7 @@ def _gathered_bytes(task: nn.Module, cfg: Config, ep: int) -> int:
     for unit in units:
         for p in unit.parameters():
             if owner[id(p)] is unit:
-                numel = p.numel() // (ep if isinstance(unit, GroupedExperts) else 1)
+                numel = p.numel() // (ep if isinstance(unit, GroupedExperts) else 1) // _tp_split(p)
                 size[id(unit)] = size.get(id(unit), 0) + numel * width
     root = size.get(id(task), 0)
     blocks = []
@@ -102,20 +113,28 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
     hf_config = text_config(hf_config)
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
     n = cfg.training.per_device_train_batch_size * -(-cfg.data.cutoff_len // cfg.parallel.cp_size)
+    tp = cfg.parallel.tp_size
     h, layers = hf_config.hidden_size, hf_config.num_hidden_layers
     d = getattr(hf_config, "head_dim", None) or h // hf_config.num_attention_heads
-    q, kv = hf_config.num_attention_heads * d, hf_config.num_key_value_heads * d
-    attention = 2 * h + q + 2 * kv + q
+    # This rank's heads under TP (kv heads fewer than tp: one each).
+    q, kv = hf_config.num_attention_heads * d // tp, max(hf_config.num_key_value_heads // tp, 1) * d
+    # Sequence parallel: the residual stream and the norms' outputs hold n / tp tokens; each block keeps
+    # its gathered input (all n tokens) for the column-parallel projections' backward.
+    seq = -(-n // tp)
+    gathered = n * h if tp > 1 else 0
+    attention = seq * h + gathered + n * (q + 2 * kv + q)
     experts = getattr(hf_config, "num_local_experts", None) or getattr(hf_config, "num_experts", 0) or 0
     if experts:
         k = hf_config.num_experts_per_tok
         inter = getattr(hf_config, "moe_intermediate_size", None) or hf_config.intermediate_size
-        mlp = k * (h + 3 * inter) + experts * 4 // width
+        mlp = n * (k * (h + 3 * inter) + experts * 4 // width)
     else:
-        mlp = 3 * hf_config.intermediate_size
-    block_inputs = layers * n * h * width
-    internals = n * (attention + mlp) * width
-    logits = min(cfg.training.loss_chunk_size, n) * hf_config.vocab_size * 4 * 2
+        mlp = seq * h + gathered + n * 3 * hf_config.intermediate_size // tp
+    block_inputs = layers * seq * h * width
+    internals = (attention + mlp) * width
+    # The loss: each chunk's fp32 logits and their gradient over this rank's vocab rows (all n hidden
+    # states gathered under TP).
+    logits = min(cfg.training.loss_chunk_size, n) * (hf_config.vocab_size // tp) * 4 * 2 + gathered * width
     return block_inputs + (internals if recompute else layers * internals) + logits
 
 
@@ -129,7 +148,7 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         raise RuntimeError("shardzoo plan builds its own fake process group; run it outside a distributed job")
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
     try:
-        meshes = build_meshes("cpu", shape.replicate, shape.shard, shape.ep_fsdp, shape.ep, shape.cp)
+        meshes = build_meshes("cpu", shape.replicate, shape.shard, shape.ep_fsdp, shape.ep, shape.cp, shape.tp)
         built = build_model(cfg, spec, hf_config, meshes, torch.device("meta"), materialize=False)
         params = sum(_nbytes(p) for p in built.task.parameters())
         trainable = sum(_nbytes(p) for p in built.task.parameters() if p.requires_grad)

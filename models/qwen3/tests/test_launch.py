@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from shardzoo.config import load_config
 from shardzoo.testing import run_launch_script
 
@@ -46,3 +47,29 @@ def test_32k_context_parallel_config_is_complete_and_fits():
     assert "cp 2" in plan.mesh
     assert 8.0e9 * 4 / 8 < plan.params < 8.4e9 * 4 / 8  # Qwen3-8B (8.19B) fp32 master weights over 8 ranks
     assert plan.total < 40 * 2**30  # fits 40 GB devices with room; the 8 x 64 GB target has plenty
+
+
+def _plan(config: str, model: str, world: int, *overrides: str):
+    from shardzoo.plan import plan_memory
+
+    cfg = load_config(REPO / "models/qwen3/configs" / config,
+                      ["--model.model_name_or_path", str(REPO / "models/qwen3/configs" / model), *overrides])
+    return cfg, plan_memory(cfg, world)
+
+
+def test_tensor_parallel_configs_are_complete_and_sized_by_plan():
+    cfg, tp2 = _plan("tune_qwen3_8b_32k_tp.yaml", "qwen3-8b", 8)
+    assert cfg.parallel.tp_size == 2 and cfg.data.cutoff_len == 32768 and "tp 2" in tp2.mesh
+    assert cfg.parallel.tp_colwise == ["*.q_proj", "*.k_proj", "*.v_proj", "*.gate_proj", "*.up_proj"]
+    _, tp1 = _plan("tune_qwen3_8b_32k_tp.yaml", "qwen3-8b", 8, "--parallel.tp_size", "1")
+    # FSDP already shards the states over all 8 ranks; TP halves what is gathered and (sequence parallel)
+    # the activations, the rest stays (up to the norm weights, whole on each tp rank: 1e-4 of the model).
+    assert tp2.params == pytest.approx(tp1.params, rel=1e-3)
+    assert tp2.gathered == pytest.approx(0.5 * tp1.gathered, rel=1e-3)
+    assert 0.5 * tp1.activations < tp2.activations < 0.6 * tp1.activations
+    assert tp2.total < 26 * 2**30
+    cfg, big = _plan("tune_qwen3_32b_tp.yaml", "qwen3-32b", 8)
+    assert cfg.parallel.tp_size == 4 and "fsdp 1x2, tp 4" in big.mesh
+    assert 32.5e9 * 4 / 8 < big.params < 33.0e9 * 4 / 8  # Qwen3-32B (32.8B) fp32 master weights over 8 ranks
+    assert big.total < 0.85 * 80 * 2**30  # the 8 x 80 GB devices its header names (plan reads 80GB as GiB)
+    assert "tune_qwen3_32b_tp.yaml" in (REPO / "models/qwen3/tune_32b.sh").read_text()
