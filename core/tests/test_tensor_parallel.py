@@ -43,6 +43,7 @@ def _shape(minimal_raw, world, **parallel):
     (8, {"tp_size": 2, "cp_size": 2}, (4, 2, 2, 2)),
     (8, {"tp_size": 8}, (1, 1, 1, 8)),
     (8, {"tp_size": 2, "fsdp_size": 4}, (4, 4, 1, 2)),
+    (8, {"tp_size": 2, "ep_size": 2}, (4, 4, 1, 2)),  # the experts' own mesh: ep_fsdp 4 x ep 2 over all 8
 ])
 def test_mesh_sizes(minimal_raw, world, parallel, sizes):
     shape = _shape(minimal_raw, world, **parallel)
@@ -54,7 +55,6 @@ def test_mesh_sizes(minimal_raw, world, parallel, sizes):
     (6, {"tp_size": 4}, r"parallel.tp_size=4 does not divide the world size 6"),
     (8, {"tp_size": 2, "cp_size": 3}, r"parallel.cp_size=3 does not divide the world size 8 / tp_size 2"),
     (8, {"tp_size": 2, "fsdp_size": 2}, r"parallel.tp_size=2 with parallel.fsdp_size=2 < 4: .*HSDP"),
-    (8, {"tp_size": 2, "ep_size": 2}, r"parallel.tp_size=2 with parallel.ep_size=2: .*set one of them to 1"),
 ])
 def test_impossible_meshes(minimal_raw, world, parallel, message):
     with pytest.raises(ConfigError, match=message):

@@ -42,6 +42,13 @@ def router_probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1, dtype=torch.float32)
 
 
+def narrow_routing(start: int, length: int) -> None:
+    """Tell the active collector (if any) which tokens of each row this rank's MoE blocks see."""
+    collector = _ACTIVE.get()
+    if collector is not None:
+        collector.narrow(start, length)
+
+
 def record_routing(logits: torch.Tensor, indices: torch.Tensor, probs: Optional[torch.Tensor]) -> None:
     """Called by every MoE block with its router logits [T, E], chosen experts [T, k] and, when the
     aux loss is on, router_probs(logits). Blocks compute probs whether or not a collector is
@@ -54,6 +61,7 @@ def record_routing(logits: torch.Tensor, indices: torch.Tensor, probs: Optional[
 class RoutingCollector:
     def __init__(self, token_mask: Optional[torch.Tensor] = None) -> None:
         """token_mask [B, T] (or flat): True on the tokens to count; None counts every token."""
+        self.rows_mask = token_mask
         self.mask = None if token_mask is None else token_mask.reshape(-1)
         self.layers: list[tuple[int, torch.Tensor, Optional[torch.Tensor]]] = []
         self._token = None
@@ -64,6 +72,13 @@ class RoutingCollector:
 
     def __exit__(self, *exc) -> None:
         _ACTIVE.reset(self._token)
+
+    def narrow(self, start: int, length: int) -> None:
+        """The MoE blocks see tokens start .. start + length - 1 of each row (tensor parallel's sequence
+        split): count the mask's tokens there."""
+        if self.rows_mask is not None:
+            assert self.rows_mask.dim() == 2, "a sequence-split forward passes its token_mask as [B, T]"
+            self.mask = self.rows_mask[:, start:start + length].reshape(-1)
 
     def add(self, num_experts: int, indices: torch.Tensor, probs: Optional[torch.Tensor]) -> None:
         # References only: an operation here would run inside a recomputed block's first forward and

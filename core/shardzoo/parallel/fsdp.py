@@ -36,7 +36,8 @@ def mixed_precision_policy(p: Any) -> MixedPrecisionPolicy:
 
 def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
                expert_mesh: Optional[DeviceMesh] = None, expert_patterns: Sequence[str] = (),
-               root_casts_inputs: bool = True) -> list[str]:
+               root_casts_inputs: bool = True, token_local_mesh: Optional[DeviceMesh] = None,
+               token_local: Sequence[str] = ()) -> list[str]:
     """Shard each module matched by fsdp_modules (innermost first), then `root` last.
 
     Under expert parallelism the modules matched by `expert_patterns` (already split over experts
@@ -48,6 +49,8 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
     parameters (embeddings, final norm, head) are gathered by the root unit. Returns the names of
     the wrapped units in model order. `root_casts_inputs=False` keeps the root's floating inputs in
     their dtype (a task that forms its targets from them in fp32, e.g. flow matching, casts itself).
+    `token_local`: module names (tensor parallel's blocks that run on each rank's own tokens) that become
+    units on `token_local_mesh` (every rank), after the experts inside them.
     """
     ignored_params: set[nn.Parameter] = set()
     if p.ignored_modules:
@@ -67,6 +70,10 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
             fully_shard(module, shard_placement_fn=expert_fsdp_placement,
                         reshard_after_forward=p.reshard_after_forward, **{**common, "mesh": expert_mesh})
             expert_units.append(module)
+    for name in token_local:
+        fully_shard(model.get_submodule(name), reshard_after_forward=p.reshard_after_forward,
+                    **{**common, "mesh": token_local_mesh})
+        expert_units.append(model.get_submodule(name))
     units = [(n, m) for n, m in match_modules(model, p.fsdp_modules, "parallel.fsdp_modules")
              if any(q not in ignored_params for q in m.parameters())]
     groups = _tied_groups(model, units)

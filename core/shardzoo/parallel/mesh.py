@@ -63,6 +63,8 @@ class Meshes:
     """Context-parallel axis (consecutive ranks splitting the same rows); None without CP."""
     tp: Optional[DeviceMesh] = None
     """Tensor-parallel axis (the innermost: consecutive ranks); None without TP."""
+    world: Optional[DeviceMesh] = None
+    """Every rank, under TP: FSDP's mesh for blocks that run on each rank's own tokens (MoE layers)."""
 
 
 def build_meshes(device_type: str, replicate: int, shard: int, ep_fsdp: int, ep: int, cp: int = 1,
@@ -71,9 +73,16 @@ def build_meshes(device_type: str, replicate: int, shard: int, ep_fsdp: int, ep:
     tensor parallel it spans the ranks of one tp index, cut from the same root mesh as the tp axis
     (FSDP2 and DTensor then compose both splits of a parameter)."""
     if tp > 1:
-        assert replicate == 1 and ep == 1, "mesh_shape refuses TP with HSDP or EP"
+        assert replicate == 1, "mesh_shape refuses TP with HSDP"
         root = init_device_mesh(device_type, (shard // cp, cp, tp), mesh_dim_names=("dp", "cp", "tp"))
-        return Meshes(root["dp", "cp"]._flatten("fsdp"), cp=root["cp"] if cp > 1 else None, tp=root["tp"])
+        meshes = Meshes(root["dp", "cp"]._flatten("fsdp"), cp=root["cp"] if cp > 1 else None, tp=root["tp"],
+                        world=root["dp", "cp", "tp"]._flatten("dp_cp_tp"))
+        if ep > 1:
+            # The experts see each rank's own tokens (an MoE block under TP is token-local), so the expert
+            # mesh spans every rank in its own layout; no parameter lives on both meshes.
+            experts = init_device_mesh(device_type, (ep_fsdp, ep), mesh_dim_names=("ep_fsdp", "ep"))
+            meshes.ep, meshes.ep_fsdp = experts["ep"], experts["ep_fsdp"]
+        return meshes
     if ep == 1:
         meshes = Meshes(build_data_parallel_mesh(device_type, replicate, shard))
     else:

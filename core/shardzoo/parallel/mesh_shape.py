@@ -52,8 +52,6 @@ def mesh_shape(parallel, world: int) -> MeshShape:
         _require(replicate == 1, f"parallel.tp_size={tp} with parallel.fsdp_size={shard} < {world // tp}: tensor "
                  "parallel together with replicated (HSDP) data parallel is not available in this version; set "
                  "parallel.fsdp_size: auto")
-        _require(parallel.ep_size == 1, f"parallel.tp_size={tp} with parallel.ep_size={parallel.ep_size}: tensor "
-                 "parallel together with expert parallel is not available in this version; set one of them to 1")
     ep_fsdp, ep = _expert(parallel, world, replicate, shard)
     return MeshShape(world, replicate, shard, ep_fsdp, ep, world // (cp * tp), cp, tp)
 

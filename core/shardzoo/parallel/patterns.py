@@ -47,11 +47,13 @@ def pattern_to_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
-def match_modules(model: nn.Module, patterns: Iterable[str], key: str) -> list[tuple[str, nn.Module]]:
+def match_modules(model: nn.Module, patterns: Iterable[str], key: str,
+                  allow_unmatched: bool = False) -> list[tuple[str, nn.Module]]:
     """(name, module) for every module matched by any pattern, in model order.
 
     A pattern that matches nothing is an error naming the config key: a typo must not silently
-    leave the model unsharded or un-recomputed.
+    leave the model unsharded or un-recomputed. `allow_unmatched`: for a package plan's patterns that
+    cover variants (a dense MLP some configs do not have).
     """
     patterns = list(patterns)
     regexes = []
@@ -72,7 +74,7 @@ def match_modules(model: nn.Module, patterns: Iterable[str], key: str) -> list[t
         if found:
             matched.append((name, module))
     missing = [p for p, hit in zip(patterns, hits) if not hit]
-    if missing:
+    if missing and not allow_unmatched:
         sample = ", ".join(n for n, _ in named[1:8])
         raise ConfigError(f"{key}: pattern(s) {missing} match no module of {type(model).__name__}; "
                          f"module names look like: {sample}, ...")

@@ -40,6 +40,7 @@ from torch.distributed.tensor.parallel import (
 )
 
 from ..errors import ConfigError
+from ..moe.routing_stats import narrow_routing
 from ..ops import CoreAttention
 from .patterns import match_modules
 
@@ -80,25 +81,35 @@ def check_tp_split(tp_size: int, where: str, **counts: int) -> None:
                               f"over {tp_size} tensor-parallel ranks; use a tp_size that divides {count}")
 
 
+@dataclass
+class TensorParallelApplied:
+    split: list[str]
+    """The projections split over the tp ranks."""
+    token_local: list[str]
+    """Blocks on the residual stream with nothing split (MoE layers): they run on this rank's tokens, so
+    the tp ranks are data-parallel ranks to their parameters (FSDP must shard them over every rank)."""
+
+
 def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: DeviceMesh, kv_heads: int = 0,
                           colwise: Optional[Sequence[str]] = None,
-                          rowwise: Optional[Sequence[str]] = None) -> list[str]:
-    """Split `model` over `tp_mesh` in place; returns the names of the split projections.
-    `kv_heads`: the model's key/value heads (0: they split like the query heads). `colwise`/`rowwise`: the
-    user's patterns (parallel.tp_colwise / tp_rowwise) instead of the plan's."""
+                          rowwise: Optional[Sequence[str]] = None) -> TensorParallelApplied:
+    """Split `model` over `tp_mesh` in place. `kv_heads`: the model's key/value heads (0: they split like the
+    query heads). `colwise`/`rowwise`: the user's patterns (parallel.tp_colwise / tp_rowwise) instead of the
+    plan's. A user's pattern must match; a plan's may match nothing (a model whose layers are all MoE has
+    no dense MLP to split)."""
     styles: dict[str, object] = {}
 
-    def add(patterns: Sequence[str], key: str, style) -> list[str]:
-        names = [name for name, _ in match_modules(model, patterns, key)]
+    def add(patterns: Sequence[str], key: str, style, required: bool = False) -> list[str]:
+        names = [name for name, _ in match_modules(model, patterns, key, allow_unmatched=not required)]
         styles.update({name: style for name in names})
         return names
 
-    projections = add(colwise or plan.colwise, "parallel.tp_colwise", ColwiseParallel())
+    split = add(colwise or plan.colwise, "parallel.tp_colwise", ColwiseParallel(), required=bool(colwise))
     tp = tp_mesh.size()
     if 0 < kv_heads < tp and plan.kv_projections:
         add(plan.kv_projections, "ParallelPlan.tp.kv_projections", _ReplicatedKVHeads(kv_heads))
-    projections += add(rowwise or plan.rowwise, "parallel.tp_rowwise",
-                       RowwiseParallel(output_layouts=Shard(1), use_local_output=False))
+    split += add(rowwise or plan.rowwise, "parallel.tp_rowwise",
+                 RowwiseParallel(output_layouts=Shard(1), use_local_output=False), required=bool(rowwise))
     add(plan.sequence_norms, "ParallelPlan.tp.sequence_norms", SequenceParallel())
     # Input [B, T, heads, head_dim]: the heads play the part of the split dim.
     add(plan.head_norms, "ParallelPlan.tp.head_norms", SequenceParallel(sequence_dim=2, use_local_output=True))
@@ -111,17 +122,41 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
         add([plan.head], "ParallelPlan.tp.head",
             ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate()))
     tied = _tied_head(model, plan)
-    parallelize_module(model, tp_mesh, styles)
+    # src_data_rank=None: every rank cuts its shard locally (the model is on the meta device, or built
+    # from one seed on every rank).
+    parallelize_module(model, tp_mesh, styles, src_data_rank=None)
     if tied:
         # Both split the vocab rows the same way (Shard(0)); distributing each made two parameters of one.
         tied[1].weight = tied[0].weight
-    for _, module in match_modules(model, plan.block_inputs, "ParallelPlan.tp.block_inputs"):
-        module.register_forward_pre_hook(_gather_sequence)
+    token_local = []
+    for name, module in match_modules(model, plan.block_inputs, "ParallelPlan.tp.block_inputs"):
+        if any(n.startswith(name + ".") for n in styles):
+            module.register_forward_pre_hook(_gather_sequence)
+        else:
+            module.register_forward_pre_hook(_to_local_tokens, with_kwargs=True)
+            module.register_forward_hook(_back_to_sequence_split, with_kwargs=True)
+            token_local.append(name)
     _split_head_params(model, plan.head_params, tp_mesh)
     for module in model.modules():
         if isinstance(module, CoreAttention):
             module.register_forward_pre_hook(_local_kernel_inputs, with_kwargs=True)
-    return projections
+    return TensorParallelApplied(split, token_local)
+
+
+def _to_local_tokens(module, args, kwargs):
+    x, *rest = args
+    module._tp_input = (x.device_mesh, x.shape, x.stride())
+    local = x.to_local()
+    # DTensor's split of the sequence (dim 1): chunks of ceil(T / tp), the last ones shorter or empty.
+    mesh, length = x.device_mesh, x.shape[1]
+    narrow_routing(min(mesh.get_local_rank() * -(-length // mesh.size()), length), local.shape[1])
+    return (local, *rest), kwargs
+
+
+def _back_to_sequence_split(module, args, kwargs, out):
+    mesh, shape, stride = module._tp_input
+    del module._tp_input
+    return DTensor.from_local(out, mesh, [Shard(1)], run_check=False, shape=shape, stride=stride)
 
 
 class _ReplicatedKVHeads(ParallelStyle):
@@ -135,7 +170,8 @@ class _ReplicatedKVHeads(ParallelStyle):
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
         for name, param in list(module.named_parameters(recurse=False)):
-            module.register_parameter(name, nn.Parameter(distribute_tensor(param.data, device_mesh, [Replicate()]),
+            module.register_parameter(name, nn.Parameter(distribute_tensor(param.data, device_mesh, [Replicate()],
+                                                                           src_data_rank=None),
                                                          requires_grad=param.requires_grad))
         head = device_mesh.get_local_rank() * self.kv_heads // device_mesh.size()
 
@@ -185,7 +221,8 @@ def _split_head_params(model: nn.Module, names: Sequence[str], tp_mesh: DeviceMe
         module_pattern, _, param_name = pattern.rpartition(".")
         for _, module in match_modules(model, [module_pattern], "ParallelPlan.tp.head_params"):
             param = getattr(module, param_name)
-            setattr(module, param_name, nn.Parameter(distribute_tensor(param.data, tp_mesh, [Shard(0)]),
+            setattr(module, param_name, nn.Parameter(distribute_tensor(param.data, tp_mesh, [Shard(0)],
+                                                                       src_data_rank=None),
                                                      requires_grad=param.requires_grad))
 
 

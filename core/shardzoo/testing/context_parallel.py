@@ -133,12 +133,16 @@ def _worker(model_id: str, out_dir: Path, packed: bool, hf_config: dict, tp: int
         # The tp ranks of a cp group (consecutive) share its slice.
         batch = split_sequence(full, rank // tp, cp) if cp > 1 else full
         loss, grads = loss_and_grads(CausalLMTask(model, chunk_size=64), batch, float(full.num_targets))
-        # A tensor-parallel gradient in full (its partial sums added, its shards gathered): the same on
-        # every tp rank of a cp group, so the sum over all ranks counts it tp times.
+        # A tensor-parallel gradient in full (its partial sums added, its shards gathered) is the same on
+        # every tp rank of a cp group, and so is the loss: the sum over all ranks counts them tp times.
+        # Plain gradients (a block that runs on each rank's tokens, e.g. MoE under TP) are each rank's part.
+        copies = {name: tp if isinstance(g, DTensor) else 1 for name, g in grads.items()}
         grads = {name: g.full_tensor() if isinstance(g, DTensor) else g for name, g in grads.items()}
-        for tensor in [loss, *grads.values()]:
+        dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+        loss /= tp
+        for name, tensor in grads.items():
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            tensor /= tp
+            tensor /= copies[name]
         if rank == 0:
             torch.save({"loss": loss, "grads": grads}, out_dir / "context_parallel.pt")
     finally:

@@ -24,8 +24,9 @@ from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
 from ..parallel.materialize import init_parameters, load_parameters
 from ..parallel.patterns import match_modules
-from ..parallel.tensor import apply_tensor_parallel, check_tp_split
+from ..parallel.tensor import TensorParallelApplied, apply_tensor_parallel, check_tp_split
 from ..registry import ModelSpec
+from .hf_config import text_config
 from .task import task_class
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,11 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
 
     # Parallelize checklist: TP -> EP -> CP -> freeze -> the package's own step (ModelSpec.parallelize)
     # -> recompute -> compile -> FSDP.
-    tensor_parallel = []
+    tensor_parallel = TensorParallelApplied([], [])
     if meshes.tp is not None:
         check_tensor_parallel(spec, hf_config, meshes.tp.size())
-        tensor_parallel = apply_tensor_parallel(model, plan.tp, meshes.tp, hf_config.num_key_value_heads,
-                                                p.tp_colwise, p.tp_rowwise)
+        tensor_parallel = apply_tensor_parallel(model, plan.tp, meshes.tp,
+                                                text_config(hf_config).num_key_value_heads, p.tp_colwise, p.tp_rowwise)
     ep_patterns = p.ep_modules or list(plan.ep_modules if plan else [])
     expert_parallel = []
     if meshes.ep is not None:
@@ -115,9 +116,12 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     # around each unit stay in eager).
     compiled = apply_compile(model, p.compile_modules or fsdp_patterns) if p.compile else []
     task = task_class(spec).from_config(model, cfg, hf_config)
+    if meshes.tp is not None:
+        task.loss_copies *= meshes.tp.size()  # the tp ranks of a group compute the same loss
     units = apply_fsdp(task, model, meshes.dense, dataclasses.replace(p, fsdp_modules=fsdp_patterns),
                        expert_mesh=meshes.ep_fsdp, expert_patterns=p.ep_fsdp_modules or ep_patterns,
-                       root_casts_inputs=task.casts_inputs)
+                       root_casts_inputs=task.casts_inputs, token_local_mesh=meshes.world,
+                       token_local=tensor_parallel.token_local)
 
     if spec is not None and materialize:
         task.to_empty(device="cpu" if p.offload_to_cpu else device)
@@ -129,7 +133,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     replicated = [q for _, module in (match_modules(model, p.ignored_modules, "parallel.ignored_modules")
                                       if p.ignored_modules else []) for q in module.parameters() if q.requires_grad]
     return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
-                      flops, compiled, customised, replicated, tensor_parallel)
+                      flops, compiled, customised, replicated, tensor_parallel.split)
 
 
 def check_tensor_parallel(spec: Optional[ModelSpec], hf_config, tp_size: int) -> None:
@@ -139,6 +143,7 @@ def check_tensor_parallel(spec: Optional[ModelSpec], hf_config, tp_size: int) ->
         raise ConfigError(f"parallel.tp_size={tp_size}: {what} has no tensor-parallel plan (ParallelPlan.tp); use a "
                           "package that has one (qwen3, tiny_lm) or parallel.tp_size: 1")
     where = f"{type(hf_config).__name__} (config.json)"
+    hf_config = text_config(hf_config)  # a vision-language model's language model
     check_heads(hf_config.num_attention_heads, hf_config.num_key_value_heads, tp_size, where, "tp_size",
                 "tensor parallel")
     counts = {"vocab_size": hf_config.vocab_size}

@@ -37,7 +37,8 @@ class Task(nn.Module):
 
     loss_copies: int = 1
     """Ranks that compute the same loss term (e.g. context-parallel ranks that each see the gathered
-    output); the logged loss, summed over ranks, is divided by it. The gradient needs no such care."""
+    output, the tp ranks of a group under tensor parallel); the logged loss, summed over ranks, counts it
+    once (logged_loss). The gradient needs no such care."""
     casts_inputs: bool = True
     """FSDP mixed precision casts the task's floating inputs to param_dtype; False keeps them (a task
     that forms targets from them in fp32 and casts the model input itself)."""
@@ -56,6 +57,10 @@ class Task(nn.Module):
     @classmethod
     def from_config(cls, model: nn.Module, cfg, hf_config) -> "Task":
         raise NotImplementedError
+
+    def logged_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """This rank's part of the logged loss of a micro-batch: summed over all ranks it is the loss."""
+        return loss.detach().float() / self.loss_copies
 
     def end_step(self) -> None:
         """Close the optimizer step."""
@@ -105,6 +110,7 @@ class CausalLMTask(Task):
         self.aux_coef = aux_loss_coef(getattr(model, "config", None))
         self._expert_load: Optional[torch.Tensor] = None
         self._aux: Optional[torch.Tensor] = None
+        self._aux_term: Optional[torch.Tensor] = None
         self._last_step: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)
 
     @classmethod
@@ -163,8 +169,17 @@ class CausalLMTask(Task):
             if self.aux_coef:
                 aux = routing.aux_loss(_sum_over_ranks) / micro_batches
                 self._aux = aux.detach() if self._aux is None else self._aux + aux.detach()
+                self._aux_term = self.aux_coef * aux.detach()
                 loss = loss + self.aux_coef * aux
         return loss
+
+    def logged_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        # The aux loss is a per-rank share of the pooled one (each rank routes its own tokens, also under
+        # tensor parallel): only the cross-entropy is a copy.
+        aux, self._aux_term = self._aux_term, None
+        if aux is None:
+            return super().logged_loss(loss)
+        return (loss.detach().float() - aux) / self.loss_copies + aux
 
     def end_step(self) -> None:
         """Close the optimizer step: its routing statistics become the ones routing_metrics reports."""

@@ -233,14 +233,13 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                         built.task.set_requires_gradient_sync(i == len(micro_batches) - 1)
                         loss = built.task(**batch.inputs(), normalizer=normalizer, micro_batches=len(micro_batches))
                         loss.backward()
-                        loss_sum += loss.detach().float()
+                        loss_sum += built.task.logged_loss(loss)
                         # Attention FLOPs grow with the whole row (cp slices of it under context parallel).
                         tokens = batch.num_tokens / tp  # each tp rank does 1/tp of the group's work
                         throughput.add(tokens, tokens * built.flops_per_token(batch.attention_length))
                     # The stop flag rides on the loss all-reduce: every rank stops after the same step.
                     step_loss, stop_votes = _all_reduce_sum(torch.stack(
                         [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
-                    step_loss /= built.task.loss_copies * tp
                     sum_replicated_grads(built.replicated)
                     grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
                     if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):

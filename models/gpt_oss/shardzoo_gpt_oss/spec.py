@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from shardzoo.checkpoint import DequantizeMxfp4, StateDictAdapter
 from shardzoo.parallel.materialize import default_init
+from shardzoo.modeling import decoder_tp_plan
 from shardzoo.registry import ModelSpec, ParallelPlan
 from transformers import GptOssConfig
 
@@ -71,6 +72,9 @@ SPEC = ModelSpec(
         tied_skip=("lm_head.weight",)),
     plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",),
                       ep_modules=("model.layers.{*}.mlp.experts",),
-                      cp_modules=("model.layers.{*}.self_attn.core_attention",)),
+                      cp_modules=("model.layers.{*}.self_attn.core_attention",),
+                      # Attention split by heads (the sinks with them, kv heads replicated below tp); the
+                      # MoE block has nothing split and runs on each rank's own tokens (experts keep EP).
+                      tp=decoder_tp_plan(head_params=("model.layers.{*}.self_attn.sinks",))),
     packed_documents=True,
 )

@@ -36,7 +36,7 @@ def flops_per_token(config: Qwen3Config, seq_len: int) -> float:
     return 6 * matmul_params + 12 * layers * config.num_attention_heads * d * seq_len
 
 
-# q_norm/k_norm normalise each head over head_dim: they run on this rank's heads.
+# q_norm/k_norm normalise each head over head_dim: they run on this rank's heads. Qwen3-MoE shares it.
 QWEN3_TP = decoder_tp_plan(head_norms=("model.layers.{*}.self_attn.q_norm", "model.layers.{*}.self_attn.k_norm"))
 
 
@@ -118,6 +118,9 @@ MOE_SPEC = ModelSpec(
     adapter=MOE_ADAPTER,
     plan=ParallelPlan(fsdp_modules=("model.layers.{*}",), recompute_modules=("model.layers.{*}",),
                       ep_modules=("model.layers.{*}.mlp.experts",),
-                      cp_modules=("model.layers.{*}.self_attn.core_attention",)),
+                      cp_modules=("model.layers.{*}.self_attn.core_attention",),
+                      # Attention and the dense layers' MLP split; a sparse layer's MoE block has nothing
+                      # split and runs on each rank's own tokens (its experts keep EP).
+                      tp=QWEN3_TP),
     packed_documents=True,
 )

@@ -23,14 +23,16 @@ REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "models/qwen3/configs/tune_qwen3_tiny.yaml"
 
 
-@pytest.mark.parametrize("tp,cp,hf_config", [
-    (2, 1, {"num_key_value_heads": 1, "tie_word_embeddings": True}),
-    (2, 2, {}),
-], ids=["tp2-kv1-tied", "tp2xcp2"])
-def test_batch_loss_and_grads_equal_one_process(tmp_path, tp, cp, hf_config):
+@pytest.mark.parametrize("model_id,tp,cp,hf_config", [
+    ("qwen3", 2, 1, {"num_key_value_heads": 1, "tie_word_embeddings": True}),
+    ("qwen3", 2, 2, {}),
+    # Sparse layers run their MoE block on each rank's tokens; the dense layer (mlp_only_layers) splits.
+    ("qwen3_moe", 2, 1, {}),
+], ids=["tp2-kv1-tied", "tp2xcp2", "moe-tp2"])
+def test_batch_loss_and_grads_equal_one_process(tmp_path, model_id, tp, cp, hf_config):
     # Tolerances: assert_same_loss_and_grads's fp32 ones (sums in another order only).
-    ref = reference_loss_and_grads("qwen3", True, hf_config)
-    ours = context_parallel_loss_and_grads("qwen3", cp, True, tmp_path, hf_config, tp_size=tp)
+    ref = reference_loss_and_grads(model_id, True, hf_config)
+    ours = context_parallel_loss_and_grads(model_id, cp, True, tmp_path, hf_config, tp_size=tp)
     assert_same_loss_and_grads(ours, ref)
 
 
