@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 from shardzoo.checkpoint import DequantizeMxfp4, StateDictAdapter
-from shardzoo.parallel.materialize import default_init
 from shardzoo.modeling import decoder_tp_plan
+from shardzoo.parallel.materialize import default_init
 from shardzoo.registry import ModelSpec, ParallelPlan
 from transformers import GptOssConfig
 
