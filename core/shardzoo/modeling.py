@@ -23,18 +23,24 @@ class PreNormDecoderLayer(nn.Module):
 
 
 def decoder_tp_plan(*, head_norms: tuple[str, ...] = (), head_params: tuple[str, ...] = (),
-                    dense_mlp: str = "model.layers.{*}.mlp") -> TensorParallelPlan:
-    """Tensor parallel of a PreNormDecoderLayer stack with HF's names: q/k/v and the SwiGLU gate/up split
-    by heads and columns, o and down by rows, the three residual-stream norms sequence-parallel.
-    `dense_mlp`: the layers whose `mlp` is a SwiGLUMLP (MoE layers keep their experts whole)."""
-    layer = "model.layers.{*}"
+                    decoder: str = "model", inputs_embeds_entry: bool = False) -> TensorParallelPlan:
+    """Tensor parallel of a PreNormDecoderLayer stack with HF's names under `decoder`: q/k/v and the
+    SwiGLU gate/up split by heads and columns, o and down by rows, the three residual-stream norms
+    sequence-parallel; an MoE layer's `mlp` (no gate_proj) runs on each rank's tokens. Per-head patterns
+    name the layer as `{layer}`. `inputs_embeds_entry`: the decoder is called with inputs_embeds (a
+    vision-language model), the sequence split starts there."""
+    layer = f"{decoder}.layers.{{*}}"
+    dense_mlp = f"{layer}.mlp"
+    head_norms = tuple(p.format(layer=layer) for p in head_norms)
+    head_params = tuple(p.format(layer=layer) for p in head_params)
     return TensorParallelPlan(
         colwise=(*(f"{layer}.self_attn.{p}_proj" for p in "qkv"), f"{dense_mlp}.gate_proj", f"{dense_mlp}.up_proj"),
         rowwise=(f"{layer}.self_attn.o_proj", f"{dense_mlp}.down_proj"),
         kv_projections=(f"{layer}.self_attn.k_proj", f"{layer}.self_attn.v_proj"),
-        sequence_norms=(f"{layer}.input_layernorm", f"{layer}.post_attention_layernorm", "model.norm"),
+        sequence_norms=(f"{layer}.input_layernorm", f"{layer}.post_attention_layernorm", f"{decoder}.norm"),
         head_norms=head_norms, head_params=head_params,
-        block_inputs=(f"{layer}.self_attn", dense_mlp))
+        block_inputs=(f"{layer}.self_attn", dense_mlp), embedding=f"{decoder}.embed_tokens",
+        inputs_embeds_entry=decoder if inputs_embeds_entry else None)
 
 
 class SwiGLUMLP(nn.Module):

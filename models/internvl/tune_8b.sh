@@ -3,6 +3,8 @@
 # (Ascend NPU or NVIDIA GPU), FSDP2 over all ranks.
 #   MODEL_DIR=/data/InternVL3_5-8B-HF bash models/internvl/tune_8b.sh [--section.key value ...]
 #   ... --model.freeze_modules "[model.vision_tower]"      (train projector + language model only)
+#   CONFIG=models/internvl/configs/tune_internvl3_5_8b_16k_tp.yaml MODEL_DIR=... bash models/internvl/tune_8b.sh
+#                                                          (16K tokens, tensor parallel 2)
 # The original InternVLChatModel checkpoints (OpenGVLab/InternVL3_5-8B) load too.
 # Devices, nodes and master address: see scripts/launch_multinode.sh (NPUS_PER_NODE, NNODES, ...).
 set -euo pipefail

@@ -66,6 +66,10 @@ class TensorParallelPlan:
     """Per-head parameters (dotted names, patterns allowed in the module part) split on dim 0 with the heads."""
     embedding: Optional[str] = "model.embed_tokens"
     head: Optional[str] = "lm_head"
+    inputs_embeds_entry: Optional[str] = None
+    """A decoder called with `inputs_embeds` (a vision-language model splices image features into the
+    embedded ids first): the embedding then hands every rank the whole embedded sequence, and the
+    sequence split starts at this module's input."""
 
     @property
     def supported(self) -> bool:
@@ -114,8 +118,12 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
     # Input [B, T, heads, head_dim]: the heads play the part of the split dim.
     add(plan.head_norms, "ParallelPlan.tp.head_norms", SequenceParallel(sequence_dim=2, use_local_output=True))
     if plan.embedding:
+        # Vocab-parallel: each rank looks up its rows, the partial sums are reduce-scattered into the
+        # sequence split (or all-reduced, when image features are spliced in before the decoder).
+        output = Replicate() if plan.inputs_embeds_entry else Shard(1)
         add([plan.embedding], "ParallelPlan.tp.embedding",
-            RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1), use_local_output=False))
+            RowwiseParallel(input_layouts=Replicate(), output_layouts=output,
+                            use_local_output=plan.inputs_embeds_entry is not None))
     if plan.head:
         # Its forward (full logits, outside training) gathers the vocab; the training loss reads the
         # weight shard directly (vocab_parallel_loss_inputs).
@@ -137,10 +145,25 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
             module.register_forward_hook(_back_to_sequence_split, with_kwargs=True)
             token_local.append(name)
     _split_head_params(model, plan.head_params, tp_mesh)
+    if plan.inputs_embeds_entry:
+        model.get_submodule(plan.inputs_embeds_entry).register_forward_pre_hook(_split_inputs_embeds(tp_mesh),
+                                                                               with_kwargs=True)
     for module in model.modules():
         if isinstance(module, CoreAttention):
             module.register_forward_pre_hook(_local_kernel_inputs, with_kwargs=True)
     return TensorParallelApplied(split, token_local)
+
+
+def _split_inputs_embeds(mesh: DeviceMesh):
+    """The whole embedded sequence, the same on every tp rank, enters the residual stream's split; the
+    backward gathers the gradient, so every rank's image features get all of theirs."""
+    def hook(_, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        if x is not None and not isinstance(x, DTensor):
+            kwargs["inputs_embeds"] = DTensor.from_local(x, mesh, [Replicate()], run_check=False).redistribute(
+                placements=[Shard(1)])
+        return args, kwargs
+    return hook
 
 
 def _to_local_tokens(module, args, kwargs):

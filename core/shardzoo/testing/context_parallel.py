@@ -37,6 +37,7 @@ from ..parallel import apply_context_parallel, build_meshes, init_distributed, s
 from ..parallel.materialize import init_parameters
 from ..parallel.tensor import apply_tensor_parallel
 from ..registry import load_spec
+from ..train.hf_config import text_config
 from ..train.task import CausalLMTask
 from .dist import training_env
 
@@ -126,7 +127,7 @@ def _worker(model_id: str, out_dir: Path, packed: bool, hf_config: dict, tp: int
         meshes = build_meshes("cpu", 1, world // tp, 1, 1, cp=cp, tp=tp)
         plan = load_spec(model_id).plan
         if tp > 1:
-            apply_tensor_parallel(model, plan.tp, meshes.tp, kv_heads=model.config.num_key_value_heads)
+            apply_tensor_parallel(model, plan.tp, meshes.tp, kv_heads=text_config(model.config).num_key_value_heads)
         if cp > 1:
             apply_context_parallel(model, list(plan.cp_modules), meshes.cp)
         full = collate(sample_rows(model.config.vocab_size, packed), PAD_ID, pad_to_multiple_of=cp)

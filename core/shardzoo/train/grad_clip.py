@@ -1,9 +1,11 @@
 """Gradient-norm clipping that works on sharded (DTensor) gradients on any meshes.
 
 Gradients live on several meshes (dense parameters on fsdp, or fsdp x tp under tensor parallel, experts
-on ep x ep_fsdp, ignored modules whole on every rank). Every mesh spans the whole world, so each rank
-adds up the squares of what it holds, divided by the number of ranks that hold the same values (the
-product of its replicated mesh dims), and one all-reduce over the world gives the squared norm.
+on ep x ep_fsdp, ignored modules whole on every rank). Each rank adds up the squares of what it holds,
+divided by the number of ranks that hold the same values (the product of its mesh's replicated dims,
+times the ranks outside its mesh: a parameter FSDP shards over the data ranks only, e.g. a vision tower
+left whole under tensor parallel, is a copy on every tp rank), and one all-reduce over the world gives
+the squared norm.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def _square_share(grad: torch.Tensor) -> torch.Tensor:
     """This rank's share of the gradient's squared L2 norm: the shares of all ranks add up to it."""
     if isinstance(grad, DTensor):
         mesh = grad.device_mesh
-        copies = math.prod(mesh.size(i) for i, p in enumerate(grad.placements) if p.is_replicate())
+        outside = (dist.get_world_size() if dist.is_initialized() else 1) // mesh.size()
+        copies = outside * math.prod(mesh.size(i) for i, p in enumerate(grad.placements) if p.is_replicate())
         grad = grad.to_local()
     else:  # whole on every rank (a module FSDP ignores), or a single process
         copies = dist.get_world_size() if dist.is_initialized() else 1

@@ -75,6 +75,6 @@ SPEC = ModelSpec(
                       cp_modules=("model.layers.{*}.self_attn.core_attention",),
                       # Attention split by heads (the sinks with them, kv heads replicated below tp); the
                       # MoE block has nothing split and runs on each rank's own tokens (experts keep EP).
-                      tp=decoder_tp_plan(head_params=("model.layers.{*}.self_attn.sinks",))),
+                      tp=decoder_tp_plan(head_params=("{layer}.self_attn.sinks",))),
     packed_documents=True,
 )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from shardzoo.checkpoint import ImportOnly, Rename, RenamePrefix, Split, StateDictAdapter
+from shardzoo.modeling import decoder_tp_plan
 from shardzoo.registry import ModelSpec, ParallelPlan
+from shardzoo_qwen3.spec import QWEN3_HEAD_NORMS
 from shardzoo_qwen3.spec import flops_per_token as qwen3_flops_per_token
 from shardzoo_qwen3.spec import init_fn as qwen3_init_fn
 from transformers import InternVLConfig
@@ -110,6 +112,13 @@ SPEC = ModelSpec(
     adapter=ADAPTER,
     images=images,
     plan=ParallelPlan(fsdp_modules=(f"{VIT}.encoder.layer.{{*}}", "model.language_model.layers.{*}"),
-                      recompute_modules=(f"{VIT}.encoder.layer.{{*}}", "model.language_model.layers.{*}")),
+                      recompute_modules=(f"{VIT}.encoder.layer.{{*}}", "model.language_model.layers.{*}"),
+                      # The language model splits as Qwen3 does; the vision tower and projector stay whole on
+                      # each tp rank (a tile's few hundred tokens per layer are cheap next to the language
+                      # model's thousands, and a tower split needs its heads to divide tp: InternViT-300M has
+                      # 16, 6B has 25). Each tp rank computes the same tower gradient; FSDP sums it over
+                      # the data-parallel ranks only.
+                      tp=decoder_tp_plan(head_norms=QWEN3_HEAD_NORMS, decoder="model.language_model",
+                                         inputs_embeds_entry=True)),
     packed_documents=True,
 )

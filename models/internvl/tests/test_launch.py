@@ -39,3 +39,19 @@ def test_8b_config_builds_the_released_architecture_and_fits():
     assert cfg.data.max_dynamic_patch == 12 and cfg.parallel.param_dtype == "bf16"
     plan = plan_memory(cfg, 8)
     assert plan.total < 40 * 2**30
+
+
+def test_16k_tensor_parallel_config_is_sized_by_plan():
+    folder = str(REPO / "models/internvl/configs/internvl3_5-8b")
+    config = REPO / "models/internvl/configs/tune_internvl3_5_8b_16k_tp.yaml"
+    cfg = load_config(config, ["--model.model_name_or_path", folder])
+    assert cfg.parallel.tp_size == 2 and cfg.data.cutoff_len == 16384
+    tp = plan_memory(cfg, 8)
+    one = plan_memory(load_config(config, ["--model.model_name_or_path", folder, "--parallel.tp_size", "1"]), 8)
+    assert "tp 2" in tp.mesh
+    # The language model's gathered weights and activations halve; the vision tower, sharded over the 4
+    # data ranks instead of 8, adds its share to the states.
+    assert 0.5 * one.activations < tp.activations < 0.6 * one.activations
+    assert tp.gathered < 0.55 * one.gathered
+    assert tp.params < 1.05 * one.params
+    assert tp.total < 0.9 * one.total and tp.total < 24 * 2**30

@@ -37,7 +37,8 @@ def flops_per_token(config: Qwen3Config, seq_len: int) -> float:
 
 
 # q_norm/k_norm normalise each head over head_dim: they run on this rank's heads. Qwen3-MoE shares it.
-QWEN3_TP = decoder_tp_plan(head_norms=("model.layers.{*}.self_attn.q_norm", "model.layers.{*}.self_attn.k_norm"))
+QWEN3_HEAD_NORMS = ("{layer}.self_attn.q_norm", "{layer}.self_attn.k_norm")
+QWEN3_TP = decoder_tp_plan(head_norms=QWEN3_HEAD_NORMS)
 
 
 def tiny_config(**overrides) -> Qwen3Config:
