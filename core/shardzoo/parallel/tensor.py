@@ -31,18 +31,20 @@ import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
-from torch.distributed.tensor.parallel import (
-    ColwiseParallel,
-    ParallelStyle,
-    RowwiseParallel,
-    SequenceParallel,
-    parallelize_module,
-)
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from ..errors import ConfigError
-from ..moe.routing_stats import narrow_routing
 from ..ops import CoreAttention
 from .patterns import match_modules
+from .tensor_styles import (
+    LocalParams,
+    ReplicatedKVHeads,
+    back_to_sequence_split,
+    gather_sequence,
+    local_kernel_inputs,
+    split_inputs_embeds,
+    to_local_tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,13 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
     split = add(colwise or plan.colwise, "parallel.tp_colwise", ColwiseParallel(), required=bool(colwise))
     tp = tp_mesh.size()
     if 0 < kv_heads < tp and plan.kv_projections:
-        add(plan.kv_projections, "ParallelPlan.tp.kv_projections", _ReplicatedKVHeads(kv_heads))
+        add(plan.kv_projections, "ParallelPlan.tp.kv_projections", ReplicatedKVHeads(kv_heads))
     split += add(rowwise or plan.rowwise, "parallel.tp_rowwise",
                  RowwiseParallel(output_layouts=Shard(1), use_local_output=False), required=bool(rowwise))
-    add(plan.sequence_norms, "ParallelPlan.tp.sequence_norms", SequenceParallel())
-    # Input [B, T, heads, head_dim]: the heads play the part of the split dim.
-    add(plan.head_norms, "ParallelPlan.tp.head_norms", SequenceParallel(sequence_dim=2, use_local_output=True))
+    # On this rank's tokens (the residual stream's split) or heads (over head_dim): the weight's
+    # gradient is the sum of the ranks' parts.
+    add(plan.sequence_norms, "ParallelPlan.tp.sequence_norms", LocalParams())
+    add(plan.head_norms, "ParallelPlan.tp.head_norms", LocalParams())
     if plan.embedding:
         # Vocab-parallel: each rank looks up its rows, the partial sums are reduce-scattered into the
         # sequence split (or all-reduced, when image features are spliced in before the decoder).
@@ -139,80 +142,19 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
     token_local = []
     for name, module in match_modules(model, plan.block_inputs, "ParallelPlan.tp.block_inputs"):
         if any(n.startswith(name + ".") for n in styles):
-            module.register_forward_pre_hook(_gather_sequence)
+            module.register_forward_pre_hook(gather_sequence(tp_mesh))
         else:
-            module.register_forward_pre_hook(_to_local_tokens, with_kwargs=True)
-            module.register_forward_hook(_back_to_sequence_split, with_kwargs=True)
+            module.register_forward_pre_hook(to_local_tokens, with_kwargs=True)
+            module.register_forward_hook(back_to_sequence_split, with_kwargs=True)
             token_local.append(name)
     _split_head_params(model, plan.head_params, tp_mesh)
     if plan.inputs_embeds_entry:
-        model.get_submodule(plan.inputs_embeds_entry).register_forward_pre_hook(_split_inputs_embeds(tp_mesh),
+        model.get_submodule(plan.inputs_embeds_entry).register_forward_pre_hook(split_inputs_embeds(tp_mesh),
                                                                                with_kwargs=True)
     for module in model.modules():
         if isinstance(module, CoreAttention):
-            module.register_forward_pre_hook(_local_kernel_inputs, with_kwargs=True)
+            module.register_forward_pre_hook(local_kernel_inputs, with_kwargs=True)
     return TensorParallelApplied(split, token_local)
-
-
-def _split_inputs_embeds(mesh: DeviceMesh):
-    """The whole embedded sequence, the same on every tp rank, enters the residual stream's split; the
-    backward gathers the gradient, so every rank's image features get all of theirs."""
-    def hook(_, args, kwargs):
-        x = kwargs.get("inputs_embeds")
-        if x is not None and not isinstance(x, DTensor):
-            kwargs["inputs_embeds"] = DTensor.from_local(x, mesh, [Replicate()], run_check=False).redistribute(
-                placements=[Shard(1)])
-        return args, kwargs
-    return hook
-
-
-def _to_local_tokens(module, args, kwargs):
-    x, *rest = args
-    module._tp_input = (x.device_mesh, x.shape, x.stride())
-    local = x.to_local()
-    # DTensor's split of the sequence (dim 1): chunks of ceil(T / tp), the last ones shorter or empty.
-    mesh, length = x.device_mesh, x.shape[1]
-    narrow_routing(min(mesh.get_local_rank() * -(-length // mesh.size()), length), local.shape[1])
-    return (local, *rest), kwargs
-
-
-def _back_to_sequence_split(module, args, kwargs, out):
-    mesh, shape, stride = module._tp_input
-    del module._tp_input
-    return DTensor.from_local(out, mesh, [Shard(1)], run_check=False, shape=shape, stride=stride)
-
-
-class _ReplicatedKVHeads(ParallelStyle):
-    """A k or v projection with fewer heads than tp ranks: the weight whole on every rank, each rank keeping
-    the head its query heads read (ranks r*kv/tp share head r*kv // tp). The ranks' gradients of the weight
-    and input are partial (each from its own query heads) and DTensor sums them."""
-
-    def __init__(self, kv_heads: int):
-        super().__init__()
-        self.kv_heads = kv_heads
-
-    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-        for name, param in list(module.named_parameters(recurse=False)):
-            module.register_parameter(name, nn.Parameter(distribute_tensor(param.data, device_mesh, [Replicate()],
-                                                                           src_data_rank=None),
-                                                         requires_grad=param.requires_grad))
-        head = device_mesh.get_local_rank() * self.kv_heads // device_mesh.size()
-
-        def keep_own_head(_, args, out):
-            out = out.to_local(grad_placements=[Partial()])
-            return out.unflatten(-1, (self.kv_heads, -1))[..., head, :]
-        module.register_forward_pre_hook(_as_replicated(device_mesh))
-        module.register_forward_hook(keep_own_head)
-        return module
-
-
-def _as_replicated(mesh: DeviceMesh):
-    def hook(_, args):
-        x, *rest = args
-        if not isinstance(x, DTensor):
-            x = DTensor.from_local(x, mesh, [Replicate()], run_check=False)
-        return (x, *rest)
-    return hook
 
 
 def _tied_head(model: nn.Module, plan: TensorParallelPlan) -> Optional[tuple[nn.Module, nn.Module]]:
@@ -221,22 +163,6 @@ def _tied_head(model: nn.Module, plan: TensorParallelPlan) -> Optional[tuple[nn.
         return None
     embedding, head = model.get_submodule(plan.embedding), model.get_submodule(plan.head)
     return (embedding, head) if head.weight is embedding.weight else None
-
-
-def _gather_sequence(_, args):
-    """The block's input: the residual stream's sequence split, all-gathered (a DTensor, so the
-    column-parallel projections' partial input gradients are summed by one reduce-scatter)."""
-    x, *rest = args
-    if isinstance(x, DTensor):
-        x = x.redistribute(placements=[Replicate()])
-    return (x, *rest)
-
-
-def _local_kernel_inputs(_, args, kwargs):
-    """The attention kernel works on this rank's heads as plain tensors: per-head DTensor arguments
-    (sinks) enter as their local shard (the gradient flows back to the shard)."""
-    local = lambda t: t.to_local() if isinstance(t, DTensor) else t  # noqa: E731
-    return tuple(local(a) for a in args), {k: local(v) for k, v in kwargs.items()}
 
 
 def _split_head_params(model: nn.Module, names: Sequence[str], tp_mesh: DeviceMesh) -> None:
