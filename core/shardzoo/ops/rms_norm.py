@@ -11,14 +11,30 @@ from .dispatch import Op
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in_fp32: bool = False) -> torch.Tensor:
+    h = x.float()
+    return _scale(x, h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps), weight, weight_in_fp32)
+
+
+def _scale(x: torch.Tensor, normalised: torch.Tensor, weight: torch.Tensor, weight_in_fp32: bool) -> torch.Tensor:
     # Normalise in fp32. Qwen3/Llama cast back to the input dtype, then scale (the weight multiply
     # happens in the activation dtype); GPT-OSS scales in fp32 and casts last (weight_in_fp32).
     # The two differ by one rounding in bf16.
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     if weight_in_fp32:
-        return (weight.float() * h).to(x.dtype)
-    return weight * h.to(x.dtype)
+        return (weight.float() * normalised).to(x.dtype)
+    return weight * normalised.to(x.dtype)
+
+
+def rms_norm_split_width(x: torch.Tensor, weight: torch.Tensor, eps: float, group,
+                         weight_in_fp32: bool = False) -> torch.Tensor:
+    """rms_norm over a last dim split evenly across `group` (tensor parallel's heads of a norm over all heads,
+    Wan's q/k norm): `x` and `weight` hold this rank's columns, the mean of squares is summed over the ranks
+    (a differentiable all-reduce: each rank's columns feed every rank's statistic)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    h = x.float()
+    squares = all_reduce(h.pow(2).sum(-1, keepdim=True), group=group)
+    width = x.shape[-1] * torch.distributed.get_world_size(group)
+    return _scale(x, h * torch.rsqrt(squares / width + eps), weight, weight_in_fp32)
 
 
 rms_norm = Op("rms_norm", rms_norm_reference)

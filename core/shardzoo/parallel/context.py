@@ -105,23 +105,33 @@ def _ulysses(forward, cp_size: int, cp_rank: int, group):
 
 
 class SequenceShard(nn.Module):
-    """The point where a model's tokens become the sequence that context parallel splits (no parameters)."""
+    """The point where a model's tokens become the sequence that context parallel splits (no parameters).
+    Tensor parallel's sequence split (parallel/tensor.py) cuts each cp chunk further over the tp ranks."""
 
     def __init__(self):
         super().__init__()
         self.cp: Optional[tuple[int, int, object]] = None  # (size, rank, group) once parallelized
+        self.tp: Optional[tuple[int, int, object]] = None
 
-    def split(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-        if self.cp is None:
-            return x
-        size, rank, _ = self.cp
-        if x.shape[dim] % size:
-            raise ValueError(f"context parallel: {x.shape[dim]} tokens do not split evenly over cp_size={size} "
-                             "ranks; choose a cp_size that divides the token count (or change the input size)")
-        return x.chunk(size, dim=dim)[rank]
+    def split(self, x: torch.Tensor, dim: int = 1, inside_attention: bool = False) -> torch.Tensor:
+        """This rank's chunk of the tokens. `inside_attention`: a per-token tensor that attention reads (rope
+        tables): tensor parallel gathers its ranks' tokens before attention, so only the cp split applies."""
+        axes = ((self.cp, "cp_size"),) if inside_attention else ((self.cp, "cp_size"), (self.tp, "tp_size"))
+        for axis, key in axes:
+            if axis is None:
+                continue
+            size, rank, _ = axis
+            if x.shape[dim] % size:
+                raise ValueError(f"{key}={size}: {x.shape[dim]} tokens do not split evenly over {size} ranks; choose "
+                                 f"a {key} that divides the token count (or change the input size)")
+            x = x.chunk(size, dim=dim)[rank]
+        return x
 
     def gather(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-        return x if self.cp is None else gather_sequence(x, dim, self.cp[2])
+        for axis in (self.tp, self.cp):
+            if axis is not None:
+                x = gather_sequence(x, dim, axis[2])
+        return x
 
 
 def apply_context_parallel(model: nn.Module, patterns: list[str], cp_mesh: DeviceMesh) -> list[str]:

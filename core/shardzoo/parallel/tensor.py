@@ -35,10 +35,12 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, 
 
 from ..errors import ConfigError
 from ..ops import CoreAttention
+from .context import SequenceShard
 from .patterns import match_modules
 from .tensor_styles import (
     LocalParams,
     ReplicatedKVHeads,
+    SplitWidthNorm,
     back_to_sequence_split,
     gather_sequence,
     local_kernel_inputs,
@@ -68,6 +70,14 @@ class TensorParallelPlan:
     """Per-head parameters (dotted names, patterns allowed in the module part) split on dim 0 with the heads."""
     embedding: Optional[str] = "model.embed_tokens"
     head: Optional[str] = "lm_head"
+    width_norms: tuple[str, ...] = ()
+    """RMSNorms over all heads of a column-parallel output (weight split with the heads; Wan's norm_q/k)."""
+    local_params: tuple[str, ...] = ()
+    """Modules ("" = the root) whose own parameters each rank uses whole on its own tokens (modulation
+    tables, a patch embedding, the output projection): replicated, their gradient summed over the ranks."""
+    splits_own_tokens: bool = False
+    """The model makes its tokens itself and marks the split with SequenceShard (a video DiT): the residual
+    stream is then plain local tensors, this rank's even share of the tokens."""
     inputs_embeds_entry: Optional[str] = None
     """A decoder called with `inputs_embeds` (a vision-language model splices image features into the
     embedded ids first): the embedding then hands every rank the whole embedded sequence, and the
@@ -115,7 +125,9 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
     if 0 < kv_heads < tp and plan.kv_projections:
         add(plan.kv_projections, "ParallelPlan.tp.kv_projections", ReplicatedKVHeads(kv_heads))
     split += add(rowwise or plan.rowwise, "parallel.tp_rowwise",
-                 RowwiseParallel(output_layouts=Shard(1), use_local_output=False), required=bool(rowwise))
+                 RowwiseParallel(output_layouts=Shard(1), use_local_output=plan.splits_own_tokens),
+                 required=bool(rowwise))
+    add(plan.width_norms, "ParallelPlan.tp.width_norms", SplitWidthNorm())
     # On this rank's tokens (the residual stream's split) or heads (over head_dim): the weight's
     # gradient is the sum of the ranks' parts.
     add(plan.sequence_norms, "ParallelPlan.tp.sequence_norms", LocalParams())
@@ -139,6 +151,12 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
     if tied:
         # Both split the vocab rows the same way (Shard(0)); distributing each made two parameters of one.
         tied[1].weight = tied[0].weight
+    for _, module in match_modules(model, plan.local_params, "ParallelPlan.tp.local_params"):
+        LocalParams()._apply(module, tp_mesh)  # also the root, which parallelize_module does not take
+    if plan.splits_own_tokens:
+        for module in model.modules():
+            if isinstance(module, SequenceShard):
+                module.tp = (tp, tp_mesh.get_local_rank(), tp_mesh.get_group())
     token_local = []
     for name, module in match_modules(model, plan.block_inputs, "ParallelPlan.tp.block_inputs"):
         if any(n.startswith(name + ".") for n in styles):

@@ -10,6 +10,7 @@ from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distrib
 from torch.distributed.tensor.parallel import ParallelStyle
 
 from ..moe.routing_stats import narrow_routing
+from ..ops.rms_norm import rms_norm_split_width
 
 
 class LocalParams(ParallelStyle):
@@ -49,6 +50,19 @@ class LocalParams(ParallelStyle):
                 out = DTensor.from_local(out, mesh, placements, run_check=False, shape=shape, stride=stride)
             return out
         module.forward = local_forward
+        return module
+
+
+class SplitWidthNorm(ParallelStyle):
+    """An RMSNorm over all heads (weight [heads x head_dim]) of a column-parallel projection's output: each
+    rank holds its heads' columns of the weight and the statistic is summed over the ranks."""
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        module.weight = nn.Parameter(distribute_tensor(module.weight.data, device_mesh, [Shard(0)],
+                                                       src_data_rank=None), requires_grad=module.weight.requires_grad)
+        group = device_mesh.get_group()
+        module.forward = lambda x: rms_norm_split_width(x, module.weight.to_local(), module.eps, group,
+                                                        module.weight_in_fp32)
         return module
 
 

@@ -87,7 +87,8 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     if meshes.tp is not None:
         check_tensor_parallel(spec, hf_config, meshes.tp.size())
         tensor_parallel = apply_tensor_parallel(model, plan.tp, meshes.tp,
-                                                text_config(hf_config).num_key_value_heads, p.tp_colwise, p.tp_rowwise)
+                                                getattr(text_config(hf_config), "num_key_value_heads", 0),
+                                                p.tp_colwise, p.tp_rowwise)
     ep_patterns = p.ep_modules or list(plan.ep_modules if plan else [])
     expert_parallel = []
     if meshes.ep is not None:
@@ -144,11 +145,12 @@ def check_tensor_parallel(spec: Optional[ModelSpec], hf_config, tp_size: int) ->
                           "package that has one (qwen3, tiny_lm) or parallel.tp_size: 1")
     where = f"{type(hf_config).__name__} (config.json)"
     hf_config = text_config(hf_config)  # a vision-language model's language model
-    check_heads(hf_config.num_attention_heads, hf_config.num_key_value_heads, tp_size, where, "tp_size",
+    heads = hf_config.num_attention_heads
+    check_heads(heads, getattr(hf_config, "num_key_value_heads", None) or heads, tp_size, where, "tp_size",
                 "tensor parallel")
-    counts = {"vocab_size": hf_config.vocab_size}
-    if getattr(hf_config, "intermediate_size", None):
-        counts["intermediate_size"] = hf_config.intermediate_size
+    # What the plans split besides heads: the vocabulary, the (dense or FFN) columns.
+    counts = {key: getattr(hf_config, key) for key in ("vocab_size", "intermediate_size", "ffn_dim")
+              if getattr(hf_config, key, None)}
     check_tp_split(tp_size, where, **counts)
 
 

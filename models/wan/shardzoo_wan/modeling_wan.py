@@ -63,6 +63,13 @@ def layer_norm_fp32(x: torch.Tensor, eps: float, weight=None, bias=None) -> torc
                         None if bias is None else bias.float(), eps)
 
 
+class FP32LayerNorm(nn.LayerNorm):
+    """The affine LayerNorm computed in fp32 (diffusers' FP32LayerNorm), returned in fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm_fp32(x, self.eps, self.weight, self.bias)
+
+
 class MLP(nn.Module):
     """linear_1 -> activation -> linear_2 (diffusers' TimestepEmbedding / PixArtAlphaTextProjection names)."""
 
@@ -102,9 +109,9 @@ class WanAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         kv = x if context is None else context
-        q = self.norm_q(self.to_q(x)).unflatten(2, (self.heads, -1))
-        k = self.norm_k(self.to_k(kv)).unflatten(2, (self.heads, -1))
-        v = self.to_v(kv).unflatten(2, (self.heads, -1))
+        q = self.norm_q(self.to_q(x)).unflatten(2, (-1, self.head_dim))
+        k = self.norm_k(self.to_k(kv)).unflatten(2, (-1, self.head_dim))
+        v = self.to_v(kv).unflatten(2, (-1, self.head_dim))
         if rope is not None:
             q = ops.rotary(q, *rope, mode="interleave").type_as(v)
             k = ops.rotary(k, *rope, mode="interleave").type_as(v)
@@ -137,7 +144,7 @@ class WanTransformerBlock(nn.Module):
         self.eps = eps
         self.attn1 = WanAttention(dim, heads, eps)
         self.attn2 = WanAttention(dim, heads, eps)
-        self.norm2 = nn.LayerNorm(dim, eps=eps) if cross_attn_norm else None  # the affine one, before cross-attn
+        self.norm2 = FP32LayerNorm(dim, eps=eps) if cross_attn_norm else None  # the affine one, before cross-attn
         self.ffn = WanFeedForward(dim, ffn_dim)
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
@@ -149,7 +156,7 @@ class WanTransformerBlock(nn.Module):
         shift, scale, gate, c_shift, c_scale, c_gate = (m if e0.ndim == 4 else m[:, None] for m in mods)
         y = self.attn1((layer_norm_fp32(x, self.eps) * (1 + scale) + shift).type_as(x), rope=rope)
         x = (x.float() + y * gate).type_as(x)
-        normed = x if self.norm2 is None else layer_norm_fp32(x, self.eps, self.norm2.weight, self.norm2.bias)
+        normed = x if self.norm2 is None else self.norm2(x)
         x = x + self.attn2(normed.type_as(x), context=context)
         y = self.ffn((layer_norm_fp32(x, self.eps) * (1 + c_scale) + c_shift).type_as(x))
         return (x.float() + y.float() * c_gate).type_as(x)
@@ -186,7 +193,7 @@ class WanTransformer3DModel(nn.Module):
         pt, ph, pw = self.patch_size
         grid = (frames // pt, height // ph, width // pw)
         cos, sin = rope_tables(self.config.attention_head_dim, grid, device=hidden_states.device)
-        rope = (self.sequence.split(cos), self.sequence.split(sin))
+        rope = (self.sequence.split(cos, inside_attention=True), self.sequence.split(sin, inside_attention=True))
         x = self.sequence.split(self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous())
 
         emb = self.condition_embedder

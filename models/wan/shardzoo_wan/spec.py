@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from shardzoo.checkpoint import ImportOnly, Rename, StateDictAdapter
 from shardzoo.parallel.materialize import default_init
+from shardzoo.parallel.tensor import TensorParallelPlan
 from shardzoo.registry import ModelSpec, ParallelPlan
 
 from .configuration_wan import WanConfig
@@ -90,11 +91,25 @@ def _original_layout() -> ImportOnly:
 ADAPTER = StateDictAdapter(ops=(_original_layout(),))
 
 
+BLOCK = "blocks.{*}"
 PLAN = ParallelPlan(
     fsdp_modules=("blocks.{*}",),
     recompute_modules=("blocks.{*}",),
     # Ulysses over video tokens: only self-attention exchanges them; cross-attention reads the whole text.
     cp_modules=("blocks.{*}.attn1.core_attention",),
+    # Tensor parallel: self/cross-attention split by heads (their q/k norms over all heads sum their
+    # statistic over the ranks), the FFN by columns; between the blocks each rank keeps its share of the
+    # video tokens (SequenceShard). What runs on those tokens with whole weights (modulation tables, the
+    # affine norm, the patch embedding, the time embedding, the output projection) sums its gradient
+    # over the ranks; the text embedding computes the same on every rank.
+    tp=TensorParallelPlan(
+        colwise=tuple(f"{BLOCK}.attn{i}.to_{p}" for i in (1, 2) for p in "qkv") + (f"{BLOCK}.ffn.net.0.proj",),
+        rowwise=(f"{BLOCK}.attn1.to_out.0", f"{BLOCK}.attn2.to_out.0", f"{BLOCK}.ffn.net.2"),
+        width_norms=tuple(f"{BLOCK}.attn{i}.norm_{p}" for i in (1, 2) for p in "qk"),
+        block_inputs=(f"{BLOCK}.attn1", f"{BLOCK}.attn2", f"{BLOCK}.ffn"),
+        local_params=("", BLOCK, f"{BLOCK}.norm2", "patch_embedding", "condition_embedder.time_embedder.linear_1",
+                      "condition_embedder.time_embedder.linear_2", "condition_embedder.time_proj", "proj_out"),
+        splits_own_tokens=True, embedding=None, head=None),
 )
 
 SPEC = ModelSpec(

@@ -1,5 +1,5 @@
-"""Wan flow matching through the trainer: FSDP2 on 2 gloo ranks and Ulysses CP 2 give the curve of one
-process; training on extracted features gives the curve of online encoding; a resumed run continues
+"""Wan flow matching through the trainer: FSDP2 on 2 gloo ranks, Ulysses CP 2 and tensor parallel 2 give
+the curve of one process; training on extracted features gives the curve of online encoding; a resumed run continues
 the uninterrupted curve and its export loads in diffusers."""
 
 from __future__ import annotations
@@ -34,10 +34,15 @@ def one_process(tmp_path_factory, tiny_encoders):
     return curve(run_training(CONFIG, out, cwd=REPO, overrides=COMMON + task_overrides(tiny_encoders)))
 
 
-@pytest.mark.parametrize("layout", ["fsdp2", "cp2"])
+LAYOUTS = {"fsdp2": ["--training.per_device_train_batch_size", "1"],
+           # cp and tp: both ranks read the same 2 rows, each keeps half the video tokens (tp: half the
+           # heads and FFN columns inside each block too)
+           "cp2": ["--parallel.cp_size", "2"], "tp2": ["--parallel.tp_size", "2"]}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_two_ranks_equal_one_process(tmp_path, tiny_encoders, one_process, layout):
-    extra = (["--training.per_device_train_batch_size", "1"] if layout == "fsdp2"
-             else ["--parallel.cp_size", "2"])  # cp: both ranks read the same 2 rows, each half the tokens
+    extra = LAYOUTS[layout]
     losses, norms = curve(run_training(CONFIG, tmp_path, nproc=2, cwd=REPO, timeout=300,
                                        overrides=COMMON + task_overrides(tiny_encoders) + extra))
     assert len(losses) == 6
