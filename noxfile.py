@@ -146,6 +146,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/import_memory.py", "--nproc", "2")
     session.run("python", "benchmarks/context_parallel_memory.py")
     session.run("python", "benchmarks/moe_layer.py")
+    session.run("python", "benchmarks/tensor_parallel_comm.py")
 
 
 @nox.session(name="tune-qwen3-tiny")
