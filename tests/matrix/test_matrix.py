@@ -1,7 +1,7 @@
 """The combination matrix: features that pass alone can break together. An all-pairs set of cases
 over every model and feature, each trained 2 steps on 2 gloo ranks, must end with finite losses; where
-a case has an equivalence (recompute on/off, EP 2/1, CP 2/1) its fp32 losses equal those of its twin
-without it. Combinations that cannot work are refused before the first step with one line naming the
+a case has an equivalence (recompute on/off, EP 2/1, CP 2/1, TP 2/1) its fp32 losses equal those of its
+twin without it. Combinations that cannot work are refused before the first step with one line naming the
 key (REFUSED lists them).
 
 `nox -s matrix` runs every case (SHARDZOO_MATRIX=full); `nox -s tests` runs the first case of each
@@ -36,6 +36,7 @@ FACTORS = {
     "offload": [False, True],
     "ep": [1, 2],
     "cp": [1, 2],
+    "tp": [1, 2],
     "packing": [False, True],
     "accum": [1, 2],
     "loss": ["token", "square"],
@@ -52,6 +53,8 @@ def allowed(case: dict) -> bool:
         case.get("aux_loss") and case.get("recompute") == "reentrant",  # refused: no aux gradient
         model == "wan" and (case.get("head_units") or case.get("packing") or case.get("loss") == "square"),
         model == "internvl" and case.get("cp") == 2,  # its plan names no attention kernels for CP
+        case.get("cp") == 2 and case.get("tp") == 2,  # 4 ranks; the matrix runs on 2
+        case.get("ignored") and case.get("tp") == 2,  # refused: ignored modules under TP
     ])
 
 
@@ -87,7 +90,7 @@ GLOBAL_BATCH = 4
 
 def overrides(case: dict, encoders: Path) -> list[str]:
     m = MODELS[case["model"]]
-    dp = 2 // case["cp"]
+    dp = 2 // (case["cp"] * case["tp"])
     out = ["--training.max_steps", "2", "--training.logging_steps", "1", "--data.max_samples", "24",
            "--training.per_device_train_batch_size", str(GLOBAL_BATCH // dp),
            "--training.gradient_accumulation_steps", str(case["accum"]),
@@ -99,6 +102,7 @@ def overrides(case: dict, encoders: Path) -> list[str]:
            "--parallel.num_to_backward_prefetch", str(case["prefetch"]),
            "--parallel.offload_to_cpu", str(case["offload"]).lower(),
            "--parallel.ep_size", str(case["ep"]), "--parallel.cp_size", str(case["cp"]),
+           "--parallel.tp_size", str(case["tp"]),
            "--data.packing", str(case["packing"]).lower(), *m.extra]
     if case["model"] in MOE:
         out += ["--model.hf_config.output_router_logits", str(case["aux_loss"]).lower()]
@@ -122,10 +126,11 @@ def run(case: dict, out: Path, encoders: Path) -> subprocess.CompletedProcess:
 
 
 def twin(case: dict) -> dict | None:
-    """The same case without recompute, EP and CP: equal fp32 losses (None when there is no such twin)."""
-    if case["dtype"] != "fp32" or (case["recompute"] == "off" and case["ep"] == 1 and case["cp"] == 1):
+    """The same case without recompute, EP, CP and TP: equal fp32 losses (None when there is no such twin)."""
+    plain = {"recompute": "off", "ep": 1, "cp": 1, "tp": 1}
+    if case["dtype"] != "fp32" or all(case[k] == v for k, v in plain.items()):
         return None
-    return {**case, "recompute": "off", "ep": 1, "cp": 1}
+    return {**case, **plain}
 
 
 def case_id(case: dict) -> str:
@@ -184,6 +189,7 @@ REFUSED = [
     ({"model": "wan", "head_units": True}, r"config error: parallel.fsdp_modules: pattern\(s\) .* match no module"),
     ({"model": "wan", "packing": True}, r"config error: data.packing: not available for Wan"),
     ({"model": "internvl", "cp": 2}, r"config error: parallel.cp_size=2: .* declares no attention kernels"),
+    ({"model": "qwen3", "tp": 2, "ignored": True}, r"config error: parallel.ignored_modules with parallel.tp_size=2"),
 ]
 
 

@@ -76,6 +76,11 @@ def validate_values(cfg: Config) -> None:
              "moves tokens between expert-parallel ranks, and parallel.ep_size is 1; set ep_size > 1 or remove "
              "ep_dispatcher")
     _require(p.tp_size >= 1, f"parallel.tp_size: {p.tp_size} must be >= 1")
+    # An ignored module's gradient is summed by the trainer over every rank; under TP that sum depends on
+    # what each parameter is (split, a partial on each rank, or a copy on each tp peer): not yet done.
+    _require(p.tp_size == 1 or not p.ignored_modules, f"parallel.ignored_modules with parallel.tp_size={p.tp_size}: "
+             "modules kept out of FSDP are not available together with tensor parallel in this version; remove "
+             "ignored_modules or set tp_size: 1")
     for key in ("tp_colwise", "tp_rowwise"):
         _require(getattr(p, key) is None or len(getattr(p, key)) > 0, f"parallel.{key}: must name at least one "
                  "module pattern (e.g. '*.q_proj') or be null")
