@@ -79,7 +79,7 @@ def loss_and_grads(task: CausalLMTask, batch: Batch, normalizer: float) -> tuple
 def reference_loss_and_grads(model_id: str, packed: bool, hf_config: dict | None = None):
     """The batch in this process, no context parallel (the process must not be in a process group)."""
     model = tiny_model(model_id, hf_config or {})
-    batch = collate(sample_rows(model.config.vocab_size, packed), PAD_ID)
+    batch = collate(sample_rows(text_config(model.config).vocab_size, packed), PAD_ID)
     return loss_and_grads(CausalLMTask(model, chunk_size=64), batch, float(batch.num_targets))
 
 
@@ -130,7 +130,7 @@ def _worker(model_id: str, out_dir: Path, packed: bool, hf_config: dict, tp: int
             apply_tensor_parallel(model, plan.tp, meshes.tp, kv_heads=text_config(model.config).num_key_value_heads)
         if cp > 1:
             apply_context_parallel(model, list(plan.cp_modules), meshes.cp)
-        full = collate(sample_rows(model.config.vocab_size, packed), PAD_ID, pad_to_multiple_of=cp)
+        full = collate(sample_rows(text_config(model.config).vocab_size, packed), PAD_ID, pad_to_multiple_of=cp)
         # The tp ranks of a cp group (consecutive) share its slice.
         batch = split_sequence(full, rank // tp, cp) if cp > 1 else full
         loss, grads = loss_and_grads(CausalLMTask(model, chunk_size=64), batch, float(full.num_targets))

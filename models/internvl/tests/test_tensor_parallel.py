@@ -1,6 +1,7 @@
 """Tensor parallel on InternVL equals one process: the language model split over 2 tp ranks (vocab-parallel
 embedding all-reduced so the image features splice into whole rows, the sequence split from the decoder's
-input on), the vision tower and projector whole on each rank, micro-batches with and without images."""
+input on), the vision tower and projector whole on each rank: every parameter's gradient of a text batch
+(the vision tower runs on its blank tile), and a training run with micro-batches with and without images."""
 
 from __future__ import annotations
 
@@ -8,9 +9,23 @@ from pathlib import Path
 
 import pytest
 from shardzoo.testing import run_training
+from shardzoo.testing.context_parallel import (
+    assert_same_loss_and_grads,
+    context_parallel_loss_and_grads,
+    reference_loss_and_grads,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "models/internvl/configs/tune_internvl_tiny.yaml"
+
+
+def test_batch_loss_and_grads_equal_one_process(tmp_path):
+    # The rows' random ids start at 1: image token id 0 keeps them text. Tolerances: the fp32 ones of
+    # assert_same_loss_and_grads (sums in another order only).
+    hf_config = {"image_token_id": 0}
+    ref = reference_loss_and_grads("internvl", True, hf_config)
+    ours = context_parallel_loss_and_grads("internvl", 1, True, tmp_path, hf_config, tp_size=2)
+    assert_same_loss_and_grads(ours, ref)
 
 
 def test_tp2_trains_as_one_process(tmp_path):

@@ -44,7 +44,11 @@ def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
     every block saves its input; a block's internals (self-attention: modulated input, q, k, v, roped
     q, k, output; cross-attention: normed input, q, output; FFN: modulated input, two ffn_dim
     activations, output = 14 D + 2 F in param_dtype, plus ~6 D of fp32 norm / modulation temporaries)
-    are saved for one block with recompute, for all without. Text-side tensors (512 tokens) are left out."""
+    are saved for one block with recompute, for all without. Text-side tensors (512 tokens) are left out.
+    Tensor parallel: what lives on the residual stream (block inputs, modulated and normed inputs, block
+    outputs, the fp32 temporaries: 6 D) holds tokens / tp; q, k, v and the attention outputs (8 D) and
+    the FFN activations hold all tokens of the cp chunk with heads and columns / tp; each block's three
+    gathered inputs (3 D) hold all tokens."""
     from shardzoo.parallel.fsdp import to_dtype
 
     from .task import options
@@ -56,8 +60,12 @@ def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
     n = cfg.training.per_device_train_batch_size * -(-tokens // cfg.parallel.cp_size)
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
     dim = config.num_attention_heads * config.attention_head_dim
-    internals = n * ((14 * dim + 2 * config.ffn_dim) * width + 6 * dim * 4)
-    return config.num_layers * n * dim * width + (internals if recompute else config.num_layers * internals)
+    tp = cfg.parallel.tp_size
+    local = -(-n // tp)
+    gathered = 3 * n * dim * width if tp > 1 else 0
+    internals = (local * (6 * dim * width + 6 * dim * 4) + n * (8 * dim + 2 * config.ffn_dim) // tp * width
+                 + gathered)
+    return config.num_layers * local * dim * width + (internals if recompute else config.num_layers * internals)
 
 
 def tiny_config(**overrides) -> WanConfig:
