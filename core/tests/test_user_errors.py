@@ -62,6 +62,14 @@ CASES = {
     "truncated weights": (_truncated_weights, "checkpoint error", "model.safetensors"),
     "output_dir a file": (lambda tmp: ["--training.output_dir", str(tmp / "file")], "config error",
                           "training.output_dir"),
+    "eval_steps without rows": (lambda _: ["--training.eval_steps", "2"], "config error",
+                                "training.eval_steps=2: there is nothing to evaluate"),
+    "two kinds of eval rows": (lambda _: ["--data.val_size", "0.1", "--data.eval_dataset", "alpaca_sample"],
+                               "config error", "data.val_size and data.eval_dataset"),
+    "val_size takes every row": (lambda _: ["--data.val_size", "64"], "config error",
+                                 "data.val_size=64: takes 64 of the 64 training samples"),
+    "eval_dataset unknown": (lambda _: ["--data.eval_dataset", "no_such_rows"], "config error",
+                             "data.eval_dataset: "),
 }
 
 

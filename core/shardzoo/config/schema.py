@@ -49,6 +49,12 @@ class DataConfig:
     With data_manager_type mg a name may also be a file or folder path of raw text."""
     dataset_dir: str = "data"
     """Folder holding dataset_info.json; relative file names in it resolve against this folder."""
+    eval_dataset: Union[str, dict, None] = None
+    """Evaluation rows of their own, named like `dataset` (read with the same template, cutoff and
+    packing); evaluated every training.eval_steps and at the end."""
+    val_size: Union[int, float] = 0
+    """Split evaluation rows off the training rows instead: a fraction (0 < f < 1) or a count, chosen
+    with the training seed; 0 = none."""
     mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = "concat"
     """How several datasets combine: one after another, or interleaved with interleave_probs until the
     first (under) or the last (over, restarting exhausted ones) dataset runs out."""
@@ -161,6 +167,8 @@ class ParallelConfig:
 class TrainingConfig:
     output_dir: Optional[str] = None
     per_device_train_batch_size: int = 1
+    per_device_eval_batch_size: Optional[int] = None
+    """Rows per rank per evaluation step; null = per_device_train_batch_size."""
     gradient_accumulation_steps: int = 1
     loss_reduction: Literal["token", "square"] = "token"
     """token: the mean over every target token of the step (transformers). square: InternVL 3.5's
@@ -197,6 +205,9 @@ class TrainingConfig:
     """Tokens per chunk of the fused linear + cross-entropy (bounds the fp32 logits held at once).
     Older configs wrote it as ops.loss_chunk_size, still accepted."""
     logging_steps: int = 1
+    eval_steps: int = 0
+    """Evaluate every this many optimizer steps (with data.eval_dataset or data.val_size); 0 = only at the
+    end. Evaluation never changes the training: its rows, order and randomness are its own."""
     report_to: Optional[list[Literal["tensorboard", "wandb", "none"]]] = None
     """Experiment trackers for the step metrics besides metrics.jsonl; null = TensorBoard when installed.
     W&B reads its own environment (WANDB_MODE=offline works without network, WANDB_PROJECT)."""

@@ -86,7 +86,24 @@ def validate_values(cfg: Config) -> None:
                  "module pattern (e.g. '*.q_proj') or be null")
 
 
+def _validate_eval(d: DataConfig, t: TrainingConfig) -> None:
+    _require(not isinstance(d.val_size, bool) and d.val_size >= 0, f"data.val_size: {d.val_size} must be a fraction "
+             "0 < f < 1, a row count >= 1, or 0 (none)")
+    _require(not (isinstance(d.val_size, float) and d.val_size >= 1 and not d.val_size.is_integer()),
+             f"data.val_size: {d.val_size} is neither a fraction below 1 nor a whole count")
+    _require(not (d.val_size and d.eval_dataset is not None), "data.val_size and data.eval_dataset: both give "
+             "evaluation rows; keep one")
+    _require(not (d.val_size and d.streaming), "data.val_size: a streamed dataset has no rows to split off before "
+             "training; give data.eval_dataset instead")
+    _require(t.eval_steps >= 0, f"training.eval_steps: {t.eval_steps} must be >= 0")
+    _require(t.eval_steps == 0 or d.eval_dataset is not None or d.val_size, f"training.eval_steps={t.eval_steps}: "
+             "there is nothing to evaluate; set data.eval_dataset or data.val_size")
+    _require(t.per_device_eval_batch_size is None or t.per_device_eval_batch_size >= 1,
+             "training.per_device_eval_batch_size: must be >= 1 or null")
+
+
 def _validate_data(d: DataConfig, t: TrainingConfig) -> None:
+    _validate_eval(d, t)
     if d.interleave_probs is not None:
         _require(d.mix_strategy != "concat", "data.interleave_probs: only used by mix_strategy interleave_under or "
                  "interleave_over; set one of them or remove interleave_probs")

@@ -7,14 +7,16 @@ then every rank opens the same memory-mapped stores.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
 from ..config import Config, ConfigError
 from .dataset_info import resolve_sources
+from .evaluation import eval_data_config, eval_loader, eval_sources, split_validation
 from .images import ImageInputs
 from .loader import StepLoader, StreamLoader
 from .mixing import mix, mixed_index
@@ -37,6 +39,9 @@ class TrainData:
     cached: bool = False
     tokenizer: Any = None
     """The tokenizer the rows were read with (saved with checkpoints and exports); None without text."""
+    eval_loader: Optional[StepLoader] = None
+    """Evaluation steps (data.val_size or data.eval_dataset); None without evaluation data."""
+    eval_rows: int = 0
 
     def skipped(self) -> int:
         return sum(s.bad_rows + s.empty_answers + s.empty_texts + s.no_labels + s.truncated
@@ -97,33 +102,66 @@ def build_train_data(cfg: Config, tokenizer, *, rank: int, world: int, local_ran
                  grad_accum=t.gradient_accumulation_steps, pad_id=pad_id, drop_last=d.dataloader_drop_last,
                  cp_rank=cp_rank, cp_size=cp_size, pixels=images.pixels if images else None,
                  loss_reduction=t.loss_reduction)
+    eval_rows = None
+    if d.eval_dataset is not None:
+        eval_rows = _eval_dataset_rows(cfg, tokenizer, local_rank, barrier, images)
     if d.streaming:
-        return _streaming(cfg, tokenizer, sources, steps, images)
+        return _with_eval(_streaming(cfg, tokenizer, sources, steps, images), eval_rows, steps, cfg)
 
     # Tokenise once per node, then everyone opens the stores.
+    stores, stats, cached = _stores_once_per_node(cfg, tokenizer, sources, local_rank, barrier, images)
+
+    rows = _rows(cfg, stores, stats, "data.dataset", d.mix_strategy, d.interleave_probs)
+    if d.val_size:
+        rows, eval_rows = split_validation(rows, d.val_size, t.seed)
+    rows, eval_rows = _packed(cfg, rows), _packed(cfg, eval_rows)
+    loader = StepLoader(rows, seed=t.seed, shuffle=not d.disable_shuffling, num_workers=d.dataloader_num_workers,
+                        pin_memory=False, **steps)
+    return _with_eval(TrainData(loader, stats, len(rows), cached), eval_rows, steps, cfg)
+
+
+def _rows(cfg: Config, stores, stats, key: str, mix_strategy: str, probs):
+    """Sequences (pretraining) or mixed samples, not yet packed."""
+    d = cfg.data
+    if d.is_pretraining:
+        rows = SequenceRows(stores[0], d.cutoff_len)
+        if len(rows) == 0:
+            raise ConfigError(f"{key}: {stats['mg'].tokens} tokens make no sequence of data.cutoff_len="
+                              f"{d.cutoff_len} + 1 tokens; add text or lower cutoff_len")
+        return rows
+    sizes = [len(s) for s in stores]
+    if sum(sizes) == 0:
+        raise ConfigError(f"{key}: no trainable samples in {d.dataset!r} "
+                          f"({'; '.join(f'{k}: {v.summary()}' for k, v in stats.items())})")
+    return SampleRows(stores, mixed_index(sizes, mix_strategy, probs, cfg.training.seed))
+
+
+def _packed(cfg: Config, rows):
+    if rows is not None and cfg.data.packing and isinstance(rows, SampleRows):
+        return PackedRows(rows, pack(rows.lengths(), cfg.data.cutoff_len))
+    return rows
+
+
+def _stores_once_per_node(cfg: Config, tokenizer, sources, local_rank: int, barrier, images):
     if local_rank == 0:
         built = _stores(cfg, tokenizer, sources, build=True, images=images)
     barrier()
     if local_rank != 0:
         built = _stores(cfg, tokenizer, sources, build=False, images=images)
-    stores, stats, cached = built
+    return built
 
-    if d.is_pretraining:
-        rows = SequenceRows(stores[0], d.cutoff_len)
-        if len(rows) == 0:
-            raise ConfigError(f"data.dataset: {stats['mg'].tokens} tokens make no sequence of data.cutoff_len="
-                              f"{d.cutoff_len} + 1 tokens; add text or lower cutoff_len")
-    else:
-        sizes = [len(s) for s in stores]
-        if sum(sizes) == 0:
-            raise ConfigError(f"data.dataset: no trainable samples in {d.dataset!r} "
-                              f"({'; '.join(f'{k}: {v.summary()}' for k, v in stats.items())})")
-        rows = SampleRows(stores, mixed_index(sizes, d.mix_strategy, d.interleave_probs, t.seed))
-        if d.packing:
-            rows = PackedRows(rows, pack(rows.lengths(), d.cutoff_len))
-    loader = StepLoader(rows, seed=t.seed, shuffle=not d.disable_shuffling, num_workers=d.dataloader_num_workers,
-                        pin_memory=False, **steps)
-    return TrainData(loader, stats, len(rows), cached)
+
+def _eval_dataset_rows(cfg: Config, tokenizer, local_rank: int, barrier, images):
+    eval_cfg = dataclasses.replace(cfg, data=eval_data_config(cfg))
+    stores, stats, _ = _stores_once_per_node(eval_cfg, tokenizer, eval_sources(cfg), local_rank, barrier, images)
+    return _rows(eval_cfg, stores, stats, "data.eval_dataset", "concat", None)
+
+
+def _with_eval(data: TrainData, eval_rows, steps: dict, cfg: Config) -> TrainData:
+    if eval_rows is not None:
+        data.eval_loader = eval_loader(_packed(cfg, eval_rows), steps, cfg)
+        data.eval_rows = len(data.eval_loader.rows)
+    return data
 
 
 def _stores(cfg: Config, tokenizer, sources, build: bool, images: ImageInputs | None = None):

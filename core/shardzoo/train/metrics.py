@@ -45,7 +45,7 @@ def repair_torn_line(path: Path) -> bool:
 
 STEP_LINE = (("step", "step {}"), ("loss", "loss {:.4f}"), ("lr", "lr {:.2e}"), ("grad_norm", "grad_norm {:.3f}"),
              ("tokens_per_s", "tokens/s {:,.0f}"), ("mfu", "mfu {:.2%}"), ("peak_memory_gib", "mem {:.2f} GiB"),
-             ("aux_loss", "aux {:.4f}"))
+             ("aux_loss", "aux {:.4f}"), ("eval_loss", "eval_loss {:.4f}"))
 """What the console shows of a step, in order (a key the record lacks is left out)."""
 
 

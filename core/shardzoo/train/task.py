@@ -163,7 +163,7 @@ class CausalLMTask(Task):
             out = self.model.get_decoder()(**inputs)
         hidden = out if isinstance(out, torch.Tensor) else out[0]
         loss = self.model.get_output_embeddings().head_loss(hidden, targets, normalizer, self.chunk_size, loss_weights)
-        load = routing.layer_counts()
+        load = routing.layer_counts() if self.training else None  # evaluation leaves the training's statistics
         if load is not None:
             self._expert_load = load if self._expert_load is None else self._expert_load + load
             if self.aux_coef:

@@ -42,6 +42,7 @@ from ..ops.attention import fastest_sdpa
 from ..parallel import build_meshes, gather_objects, init_distributed, shutdown_distributed, to_dtype
 from ..parallel.mesh_shape import MeshShape, mesh_shape
 from .build import build_model, check_tensor_parallel
+from .evaluation import evaluate
 from .grad_clip import clip_grad_norm_
 from .hf_config import resolve_model
 from .lr_schedule import build_scheduler
@@ -100,6 +101,13 @@ def sum_replicated_grads(params: list[torch.nn.Parameter]) -> None:
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     for q, g in zip(params, torch.split(flat, [g.numel() for g in grads])):
         q.grad = g.view_as(q).clone()
+
+
+def _log_eval(step: int, built, loader, device, tp: int, writer: MetricsWriter) -> int:
+    record = {"step": step, **evaluate(built.task, loader, device, tp)}
+    writer.write(record)
+    writer.console(record)
+    return step
 
 
 def _all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
@@ -189,6 +197,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                     "recomputed": len(built.recomputed), "compiled": len(built.compiled), "frozen": len(built.frozen),
                     **({"package_steps": ", ".join(built.customised)} if built.customised else {}),
                     "rows": train_data.rows or "stream", "steps": steps,
+                    **({"eval_rows": train_data.eval_rows} if getattr(train_data, "eval_loader", None) else {}),
                     "ops": ",".join(f"{k}={v}" for k, v in bound_ops.items()), "peak_flops": peak_source})
 
     if is_main:
@@ -216,6 +225,8 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     data_wait = 0.0
     params = [p for p in built.task.parameters() if p.requires_grad]
     saving = t.save_steps > 0 or t.export_hf_at_end
+    eval_loader, last_eval = getattr(train_data, "eval_loader", None), None
+    evaluating = eval_loader is not None
     try:
         with StopRequest() as stop, fastest_sdpa(device_type):
             for step in range(start_step, steps):
@@ -267,12 +278,16 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                         data_wait = 0.0
                         writer.write(record)
                         writer.console(record)
+                    if evaluating and t.eval_steps > 0 and (step + 1) % t.eval_steps == 0:
+                        last_eval = _log_eval(step + 1, built, eval_loader, device, tp, writer)
                     if t.save_steps > 0 and (step + 1) % t.save_steps == 0:
                         result.checkpoint = str(checkpointer.save(step + 1, run_state, steps))
                     if stop_votes > 0:
                         result.stopped_by = stop.received or "a signal on another rank"
                         break
                 profiler.after(step + 1)
+        if evaluating and not result.stopped_by and result.steps > 0 and last_eval != result.steps:
+            _log_eval(result.steps, built, eval_loader, device, tp, writer)
     finally:
         bar.close()
         profiler.close(result.steps)

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 from shardzoo.config import ConfigError, build_section, resolve_path
 from shardzoo.data.dataset_info import resolve_sources
+from shardzoo.data.evaluation import eval_data_config, eval_loader, split_validation
 from shardzoo.data.loader import StepLoader, TensorFields
 from shardzoo.errors import DataError
 from shardzoo.train.task import Task
@@ -220,6 +221,9 @@ class VideoData:
     tokens_per_sample: int = 0
     tokenizer: None = None
     """No tokenizer of the DiT's own to save with checkpoints (the umT5 one belongs to the encoder)."""
+    eval_loader: Optional[StepLoader] = None
+    """Evaluation steps (data.val_size, or data.eval_dataset when encoding online); None without."""
+    eval_rows: int = 0
 
     def skipped(self) -> int:
         return self.skipped_rows
@@ -308,11 +312,27 @@ class FlowMatchingTask(Task):
             raise ConfigError(f"task: the latents have {shape[0]} channels but the DiT's in_channels is "
                               f"{hf_config.in_channels}; use the VAE (or features) the model was trained with")
         tokens = int(np.prod(shape[1:]) // patch)
-        loader = StepLoader(rows, rank=rank, world=world, batch_size=t.per_device_train_batch_size,
-                            grad_accum=t.gradient_accumulation_steps, seed=t.seed, shuffle=not d.disable_shuffling,
-                            pad_id=0, drop_last=d.dataloader_drop_last, num_workers=d.dataloader_num_workers,
-                            make_batch=VideoCollate(t.seed, tokens, cp_size))
-        return VideoData(loader, len(rows), source, skipped, tokens)
+        # Evaluation rows: split off (the same draw keys at every evaluation, so each row's sigma and noise
+        # are fixed and evaluations compare), or a video dataset of their own.
+        eval_rows = None
+        if d.val_size:
+            rows, eval_rows = split_validation(rows, d.val_size, t.seed)
+        elif d.eval_dataset is not None:
+            if o.features is not None:
+                raise ConfigError("data.eval_dataset: with task.features the rows are extracted features; split "
+                                  "evaluation rows off them with data.val_size, or extract them into the folder")
+            from .rows import read_video_rows
+
+            eval_source = _video_source(cfg, eval_data_config(cfg), "data.eval_dataset")
+            eval_rows = ClipRows(read_video_rows(eval_source.path, eval_source.columns, d.skip_bad_rows)[0], o)
+        steps = dict(rank=rank, world=world, pad_id=0, make_batch=VideoCollate(t.seed, tokens, cp_size))
+        loader = StepLoader(rows, batch_size=t.per_device_train_batch_size, grad_accum=t.gradient_accumulation_steps,
+                            seed=t.seed, shuffle=not d.disable_shuffling, drop_last=d.dataloader_drop_last,
+                            num_workers=d.dataloader_num_workers, **steps)
+        data = VideoData(loader, len(rows), source, skipped, tokens)
+        if eval_rows is not None:
+            data.eval_loader, data.eval_rows = eval_loader(eval_rows, steps, cfg), len(eval_rows)
+        return data
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg, hf_config) -> "FlowMatchingTask":
@@ -346,14 +366,14 @@ class FlowMatchingTask(Task):
                                   weights=weights, clean_first_frame=clean, dtype=dtype)
 
 
-def _video_source(cfg):
-    sources = resolve_sources(cfg.data)
+def _video_source(cfg, data=None, key: str = "data.dataset"):
+    sources = resolve_sources(data or cfg.data)
     if len(sources) != 1:
-        raise ConfigError(f"data.dataset: Wan trains on one video dataset, got {len(sources)} "
+        raise ConfigError(f"{key}: Wan trains on one video dataset, got {len(sources)} "
                           f"({', '.join(s.name for s in sources)})")
     source = sources[0]
     if source.formatting != "video":
-        raise ConfigError(f"data.dataset: {source.name!r} has formatting {source.formatting!r}; Wan trains on video "
+        raise ConfigError(f"{key}: {source.name!r} has formatting {source.formatting!r}; Wan trains on video "
                           "rows: give the dataset formatting: video (columns video, caption)")
     return source
 
