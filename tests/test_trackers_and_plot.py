@@ -25,8 +25,9 @@ def minimal_raw():
             "data": {"dataset": "alpaca_sample", "dataset_dir": str(REPO / "data")}, "training": {}}
 
 
-def _run(minimal_raw, out, **training):
+def _run(minimal_raw, out, data=None, **training):
     raw = copy.deepcopy(minimal_raw)
+    raw["data"].update(data or {})
     raw["model"]["hf_config"] = {"vocab_size": 1024, "hidden_size": 32, "intermediate_size": 64,
                                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
     raw["data"]["max_samples"] = 32
@@ -46,10 +47,10 @@ def test_a_tracker_asked_for_but_missing_is_refused(monkeypatch):
 def test_wandb_offline_logs_the_steps_without_network(minimal_raw, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    _run(minimal_raw, tmp_path / "run", report_to=["wandb"])
+    _run(minimal_raw, tmp_path / "run", data={"val_size": 4}, report_to=["wandb"], eval_steps=2)
     (log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     data = log.read_bytes()
-    assert b"loss" in data and b"grad_norm" in data
+    assert b"loss" in data and b"grad_norm" in data and b"eval_loss" in data  # evaluation goes to trackers too
 
 
 def test_plot_overlays_runs_in_one_png(minimal_raw, tmp_path):
