@@ -122,14 +122,14 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
     # its gathered input (all n tokens) for the column-parallel projections' backward.
     seq = -(-n // tp)
     gathered = n * h if tp > 1 else 0
-    attention = seq * h + gathered + n * (q + 2 * kv + q)
+    attention = 2 * seq * h + gathered + n * (q + 2 * kv + q)  # with the two norm outputs
     experts = getattr(hf_config, "num_local_experts", None) or getattr(hf_config, "num_experts", 0) or 0
-    if experts:
+    if experts:  # under TP an MoE block runs on the rank's own tokens
         k = hf_config.num_experts_per_tok
         inter = getattr(hf_config, "moe_intermediate_size", None) or hf_config.intermediate_size
-        mlp = n * (k * (h + 3 * inter) + experts * 4 // width)
+        mlp = seq * (k * (h + 3 * inter) + experts * 4 // width)
     else:
-        mlp = seq * h + gathered + n * 3 * hf_config.intermediate_size // tp
+        mlp = gathered + n * 3 * hf_config.intermediate_size // tp
     block_inputs = layers * seq * h * width
     internals = (attention + mlp) * width
     # The loss: each chunk's fp32 logits and their gradient over this rank's vocab rows (all n hidden

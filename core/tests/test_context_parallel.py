@@ -93,7 +93,7 @@ def test_sequence_shard_is_inert_until_parallelized_and_refuses_uneven_splits():
     x = torch.arange(12.0).view(1, 6, 2)
     assert shard.split(x) is x and shard.gather(x) is x
     shard.cp = (4, 1, None)  # as apply_context_parallel arms it: (size, rank, group)
-    with pytest.raises(ValueError, match="6 tokens do not split evenly over cp_size=4"):
+    with pytest.raises(ValueError, match="cp_size=4: 6 tokens do not split evenly over 4 ranks"):
         shard.split(x)
     shard.cp = (3, 1, None)
     assert torch.equal(shard.split(x), x[:, 2:4])
