@@ -1,6 +1,8 @@
 """Ulysses CP over the Wan DiT's video tokens on gloo ranks equals CP=1: the output (gathered on
 every rank) and every parameter gradient (the ranks' shares summed), for a timestep per sample and
-per token, at cp 2 and 4."""
+per token, at cp 2 and 4; and tensor parallel (self/cross attention split by heads, their q/k norms
+over all heads summing the statistic over the ranks, the FFN by columns, each rank keeping its share
+of the video tokens between blocks), alone and with CP."""
 
 from __future__ import annotations
 
@@ -15,17 +17,22 @@ from shardzoo.testing import training_env
 WORKER = Path(__file__).with_name("cp_worker.py")
 
 
-@pytest.mark.parametrize("cp", [2, 4])
-@pytest.mark.parametrize("timestep", ["per-sample", "per-token"])
-def test_cp_equals_one_process(tmp_path, cp, timestep):
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(cp),
-                           str(WORKER), str(tmp_path), timestep], capture_output=True, text=True, timeout=300,
-                          env=training_env())
+CASES = [(cp, 1, timestep) for cp in (2, 4) for timestep in ("per-sample", "per-token")]
+CASES += [(1, 2, "per-sample"), (2, 2, "per-token")]
+
+
+@pytest.mark.parametrize("cp,tp,timestep", CASES, ids=[f"cp{c}-tp{t}-{ts}" for c, t, ts in CASES])
+def test_split_equals_one_process(tmp_path, cp, tp, timestep):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(cp * tp), str(WORKER), str(tmp_path), timestep, str(tp)], capture_output=True,
+                          text=True, timeout=300, env=training_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = torch.load(tmp_path / "cp.pt")
     (ref_out, ref_grads), (out, grads) = result["ref"], result["cp"]
-    # fp32; the same per-head attention, sums in another order (the ranks' gradient shares): measured
-    # <= 1e-6 of each tensor's largest entry. A rope or modulation slice off by one chunk is > 1e-1.
+    # fp32; the same per-head attention, sums in another order (the ranks' gradient shares, row-parallel
+    # partial sums, the norms' statistic over the tp ranks): measured <= 1e-6 of each tensor's largest
+    # entry under CP, <= 2e-6 under TP. A rope or modulation slice off by one chunk, a head's columns or a
+    # norm statistic from one rank only is > 1e-2.
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5 * float(ref_out.abs().max()))
     assert sorted(grads) == sorted(ref_grads)
     for name, want in ref_grads.items():
