@@ -1,7 +1,7 @@
 """Sessions: test-core, test-core-alone, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any
-other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped), matrix (every feature combination
-case), templates (every model folder scaffolded and its copy tested), lint, bench, tune-qwen3-tiny,
-tune-gpt_oss-tiny, tune-internvl-tiny, tune-wan-tiny.
+other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped but those marked slow), slow
+(those), matrix (every feature combination case), templates (every model folder scaffolded and its copy
+tested), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny, tune-internvl-tiny, tune-wan-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -42,6 +42,11 @@ def pytest(session: nox.Session, *paths: str) -> None:
     session.run("pytest", *paths, *session.posargs, env={"PYTHONUNBUFFERED": "1"})
 
 
+# What CI leaves to `nox -s slow`: further layouts of an equivalence a faster case already shows (4-rank
+# runs, more tensor-parallel variants); the per-model sessions run them too.
+NOT_SLOW = ("-m", "not slow")
+
+
 @nox.session(name="test-core")
 def test_core(session: nox.Session) -> None:
     """Core unit tests (config, ops, parallel, data, trainer) and repo-level tests."""
@@ -53,7 +58,7 @@ def test_core(session: nox.Session) -> None:
 def test_core_alone(session: nox.Session) -> None:
     """The core installed without any model package passes its own tests (its tiny LM stands in)."""
     install(session, [], "pytest")
-    pytest(session, "core/tests")
+    pytest(session, "core/tests", *NOT_SLOW)
 
 
 @nox.session(name="test-qwen3")
@@ -107,7 +112,17 @@ for _model in _scaffolded_models():
 def tests(session: nox.Session) -> None:
     """Everything CI runs."""
     install(session, MODELS, *TEST_EXTRAS)
-    pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS], "--ignore=tests/templates")
+    pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS], "--ignore=tests/templates",
+           *NOT_SLOW)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The tests marked slow, which `tests` leaves out: more layouts of equivalences it already checks
+    (tensor parallel on 4 ranks, TP x CP, TP x EP, kv heads replicated over tp 4)."""
+    install(session, MODELS, *TEST_EXTRAS)
+    pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS], "--ignore=tests/templates",
+           "-m", "slow")
 
 
 @nox.session

@@ -20,8 +20,9 @@ from shardzoo.train.build import check_tensor_parallel
 
 @pytest.mark.parametrize("tp,cp,packed,hf_config", [
     (2, 1, False, {}),  # odd row lengths: the sequence splits unevenly over the tp ranks
-    (4, 1, True, {"num_key_value_heads": 2}),  # 2 kv heads < tp 4: each rank keeps the one its queries read
-    (2, 2, True, {}),
+    # 2 kv heads < tp 4: each rank keeps the one its queries read
+    pytest.param(4, 1, True, {"num_key_value_heads": 2}, marks=pytest.mark.slow),
+    pytest.param(2, 2, True, {}, marks=pytest.mark.slow),
 ], ids=["tp2", "tp4-kv2-packed", "tp2xcp2-packed"])
 def test_batch_loss_and_grads_equal_one_process(tmp_path, tp, cp, packed, hf_config):
     # fp32: both sides compute the same sums in another order (the vocab-parallel log-sum-exp, the

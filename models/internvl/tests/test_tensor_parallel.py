@@ -28,6 +28,7 @@ def test_batch_loss_and_grads_equal_one_process(tmp_path):
     assert_same_loss_and_grads(ours, ref)
 
 
+@pytest.mark.slow
 def test_tp2_trains_as_one_process(tmp_path):
     # fp32, the same rows per step: the runs differ in summation order only. Measured over five steps:
     # loss <= 2e-7 relative, grad norm <= 4e-6. A vision-tower gradient summed over the tp ranks (it is

@@ -25,7 +25,7 @@ CONFIG = REPO / "models/qwen3/configs/tune_qwen3_tiny.yaml"
 
 @pytest.mark.parametrize("model_id,tp,cp,hf_config", [
     ("qwen3", 2, 1, {"num_key_value_heads": 1, "tie_word_embeddings": True}),
-    ("qwen3", 2, 2, {}),
+    pytest.param("qwen3", 2, 2, {}, marks=pytest.mark.slow),
     # Sparse layers run their MoE block on each rank's tokens; the dense layer (mlp_only_layers) splits.
     ("qwen3_moe", 2, 1, {}),
 ], ids=["tp2-kv1-tied", "tp2xcp2", "moe-tp2"])
@@ -66,6 +66,7 @@ def test_tp2_with_recompute_trains_as_one_process(tmp_path):
         sum(r["tokens_per_s"] * r["elapsed_s"] for r in _losses(single)), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_tp2_x_fsdp2_on_four_ranks_trains_as_fsdp2(tmp_path):
     # Both read the rows of two data-parallel ranks; the 4-rank run splits each one's layers over 2 tp ranks.
     overrides = COMMON + ["--training.max_steps", "2"]
