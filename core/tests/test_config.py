@@ -168,3 +168,16 @@ def test_fsdp2_file_keys_and_aliases(minimal_raw, tmp_path):
 def test_shipped_configs_load(repo):
     for path in sorted(repo.glob("models/*/configs/tune_*.yaml")):
         load_config(path)
+
+
+@pytest.mark.parametrize("data,training,message", [
+    ({"val_size": 0.1, "streaming": True}, {"max_steps": 2}, "data.val_size: a streamed dataset has no rows to split"),
+    ({"val_size": -1}, {}, "data.val_size: -1 must be a fraction"),
+    ({"val_size": 2.5}, {}, "data.val_size: 2.5 is neither a fraction below 1 nor a whole count"),
+    ({}, {"per_device_eval_batch_size": 0}, "training.per_device_eval_batch_size: must be >= 1"),
+])
+def test_evaluation_settings_that_cannot_work(minimal_raw, data, training, message):
+    minimal_raw["data"].update(data)
+    minimal_raw["training"].update(training)
+    with pytest.raises(ConfigError, match=message):
+        build(minimal_raw)
