@@ -114,9 +114,16 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
     plan's. A user's pattern must match; a plan's may match nothing (a model whose layers are all MoE has
     no dense MLP to split)."""
     styles: dict[str, object] = {}
+    blocks = [name for name, _ in match_modules(model, plan.block_inputs, "ParallelPlan.tp.block_inputs")]
 
     def add(patterns: Sequence[str], key: str, style, required: bool = False) -> list[str]:
         names = [name for name, _ in match_modules(model, patterns, key, allow_unmatched=not required)]
+        if required:  # the user's patterns may name only projections inside the blocks the plan splits
+            outside = [n for n in names if not any(n.startswith(b + ".") for b in blocks)]
+            if outside:
+                raise ConfigError(f"{key}: {outside[:3]} are outside the blocks tensor parallel splits (e.g. "
+                                  f"{blocks[0]}); narrow the patterns to those blocks' projections, e.g. "
+                                  f"{blocks[0]}.q_proj, or leave {key} unset for the package's plan")
         styles.update({name: style for name in names})
         return names
 
@@ -158,7 +165,8 @@ def apply_tensor_parallel(model: nn.Module, plan: TensorParallelPlan, tp_mesh: D
             if isinstance(module, SequenceShard):
                 module.tp = (tp, tp_mesh.get_local_rank(), tp_mesh.get_group())
     token_local = []
-    for name, module in match_modules(model, plan.block_inputs, "ParallelPlan.tp.block_inputs"):
+    for name in blocks:
+        module = model.get_submodule(name)
         if any(n.startswith(name + ".") for n in styles):
             module.register_forward_pre_hook(gather_sequence(tp_mesh))
         else:

@@ -27,7 +27,13 @@ def clip_grad_norm_(params: Iterable[torch.nn.Parameter], max_norm: float) -> to
     grads = [p.grad for p in params]
     if not grads:
         return torch.zeros(())
-    squares = torch.stack([_square_share(g) for g in grads]).sum()
+    # One fused (foreach) norm per number of copies, not a kernel chain per parameter.
+    by_copies: dict[int, list[torch.Tensor]] = {}
+    for grad in grads:
+        local, copies = _local_and_copies(grad)
+        by_copies.setdefault(copies, []).append(local)
+    squares = sum(torch.nn.utils.get_total_norm(local, norm_type=2.0).float() ** 2 / copies
+                  for copies, local in by_copies.items())
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(squares, op=dist.ReduceOp.SUM)
     total = squares.sqrt()
@@ -37,13 +43,12 @@ def clip_grad_norm_(params: Iterable[torch.nn.Parameter], max_norm: float) -> to
     return total
 
 
-def _square_share(grad: torch.Tensor) -> torch.Tensor:
-    """This rank's share of the gradient's squared L2 norm: the shares of all ranks add up to it."""
+def _local_and_copies(grad: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """What this rank holds of a gradient, and how many ranks hold the same values."""
     if isinstance(grad, DTensor):
         mesh = grad.device_mesh
         outside = (dist.get_world_size() if dist.is_initialized() else 1) // mesh.size()
-        copies = outside * math.prod(mesh.size(i) for i, p in enumerate(grad.placements) if p.is_replicate())
-        grad = grad.to_local()
-    else:  # whole on every rank (a module FSDP ignores), or a single process
-        copies = dist.get_world_size() if dist.is_initialized() else 1
-    return grad.float().pow(2).sum() / copies
+        return grad.to_local(), outside * math.prod(mesh.size(i) for i, p in enumerate(grad.placements)
+                                                    if p.is_replicate())
+    # Whole on every rank (a module FSDP ignores), or a single process.
+    return grad, dist.get_world_size() if dist.is_initialized() else 1

@@ -41,3 +41,16 @@ def test_tp2_trains_as_one_process(tmp_path):
     assert len(tp) == len(single) == 5
     assert [r["loss"] for r in tp] == pytest.approx([r["loss"] for r in single], rel=1e-5)
     assert [r["grad_norm"] for r in tp] == pytest.approx([r["grad_norm"] for r in single], rel=5e-5)
+
+
+def test_mindspeed_patterns_that_reach_the_vision_tower_are_refused():
+    # MindSpeed-LLM's default '*.q_proj' also names the vision tower's projections, which this plan keeps
+    # whole: one line before anything runs (shardzoo plan builds the split model on a fake process group).
+    from shardzoo.config import ConfigError, load_config
+    from shardzoo.plan import plan_memory
+
+    cfg = load_config(CONFIG, ["--training.output_dir", "unused", "--parallel.tp_size", "2",
+                               "--parallel.tp_colwise", "['*.q_proj', '*.k_proj', '*.v_proj']"])
+    with pytest.raises(ConfigError, match=r"parallel.tp_colwise: \['model.vision_tower.encoder.layer.0.attention"
+                                          r".q_proj'.* are outside the blocks tensor parallel splits"):
+        plan_memory(cfg, 2)
