@@ -1,5 +1,5 @@
-"""Parallelism applied from outside the model: mesh, expert parallel, context parallel, recompute, FSDP2
-(TP arrives later)."""
+"""Parallelism applied from outside the model: mesh, tensor parallel (parallel/tensor.py), expert parallel,
+context parallel, recompute, FSDP2."""
 
 from .context import apply_context_parallel
 from .expert import apply_expert_parallel

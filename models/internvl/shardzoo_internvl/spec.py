@@ -115,9 +115,9 @@ SPEC = ModelSpec(
                       recompute_modules=(f"{VIT}.encoder.layer.{{*}}", "model.language_model.layers.{*}"),
                       # The language model splits as Qwen3 does; the vision tower and projector stay whole on
                       # each tp rank (a tile's few hundred tokens per layer are cheap next to the language
-                      # model's thousands, and a tower split needs its heads to divide tp: InternViT-300M has
-                      # 16, 6B has 25). Each tp rank computes the same tower gradient; FSDP sums it over
-                      # the data-parallel ranks only.
+                      # model's thousands, and a tower split needs tp to divide its heads: InternViT-300M has
+                      # 16, 6B has 25, which no tp of 2, 4 or 8 divides). Each tp rank computes the same
+                      # tower gradient; FSDP sums it over the data-parallel ranks only.
                       tp=decoder_tp_plan(head_norms=QWEN3_HEAD_NORMS, decoder="model.language_model",
                                          inputs_embeds_entry=True)),
     packed_documents=True,
