@@ -55,7 +55,12 @@ def test_wandb_offline_logs_the_steps_without_network(minimal_raw, tmp_path, mon
 
 def test_plot_overlays_runs_in_one_png(minimal_raw, tmp_path):
     _run(minimal_raw, tmp_path / "a", lr=1e-3)
-    _run(minimal_raw, tmp_path / "b", lr=3e-3)
+    _run(minimal_raw, tmp_path / "b", data={"val_size": 4}, lr=3e-3)
+    from shardzoo.plot import read_curves
+
+    curves = read_curves(tmp_path / "b")
+    assert [s for s, _ in curves["loss"]] == [1, 2, 3] and [s for s, _ in curves["eval_loss"]] == [3]
+    assert read_curves(tmp_path / "a")["eval_loss"] == []
     out = tmp_path / "curves.png"
     proc = subprocess.run([sys.executable, "-m", "shardzoo", "plot", str(tmp_path / "a"), str(tmp_path / "b"),
                            "--out", str(out)], capture_output=True, text=True, cwd=REPO, env=training_env(),

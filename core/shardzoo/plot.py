@@ -1,6 +1,6 @@
-"""`shardzoo plot RUN_DIR [RUN_DIR ...] [--out FILE]`: loss, lr, grad norm and throughput over steps
-from each run's metrics.jsonl, the runs overlaid, as one PNG. matplotlib is an optional extra
-(`pip install shardzoo[plot]`)."""
+"""`shardzoo plot RUN_DIR [RUN_DIR ...] [--out FILE]`: loss (and the evaluation loss, dashed), lr, grad
+norm and throughput over steps from each run's metrics.jsonl, the runs overlaid, as one PNG. matplotlib
+is an optional extra (`pip install shardzoo[plot]`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     if not path.is_file():
         raise DataError(f"{run_dir}: no metrics.jsonl; give a training.output_dir")
     by_step: dict[int, dict] = {}
+    evals: dict[int, float] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -27,7 +28,10 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
             raise DataError(f"{path}:{lineno}: not a JSON record ({exc})") from None
         if "loss" in record:
             by_step[record["step"]] = record
-    return {key: [(s, r[key]) for s, r in sorted(by_step.items()) if key in r] for key, _ in PANELS}
+        elif "eval_loss" in record:
+            evals[record["step"]] = record["eval_loss"]
+    curves = {key: [(s, r[key]) for s, r in sorted(by_step.items()) if key in r] for key, _ in PANELS}
+    return {**curves, "eval_loss": sorted(evals.items())}
 
 
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
@@ -46,6 +50,9 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
             if series[key]:
                 steps, values = zip(*series[key])
                 ax.plot(steps, values, marker="o", markersize=3, label=run.name)
+            if key == "loss" and series["eval_loss"]:
+                steps, values = zip(*series["eval_loss"])
+                ax.plot(steps, values, linestyle="--", marker="s", markersize=3, label=f"{run.name} (eval)")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -5,6 +5,7 @@ traceback — from `train` (one process and under torchrun, once per job), `plan
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -191,14 +192,16 @@ def test_trust_remote_code_loads_the_models_own_code_and_only_then(tmp_path):
 
 def test_the_console_shows_a_short_step_line_and_no_bar_redraws_in_a_log(tmp_path):
     proc = shardzoo("train", str(CONFIG), "--training.output_dir", str(tmp_path), "--training.max_steps", "2",
-                    "--data.max_samples", "32", "--training.logging_steps", "1", "--training.progress_bar", "true")
+                    "--data.max_samples", "32", "--training.logging_steps", "1", "--training.progress_bar", "true",
+                    "--data.val_size", "4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [line for line in proc.stdout.splitlines() if line.startswith("step ")]
-    assert len(steps) == 2, proc.stdout
-    import re
-
+    assert len(steps) == 3, proc.stdout
+    assert re.fullmatch(r"step 2 \| eval_loss \d+\.\d{4}", steps[-1]), steps[-1]  # the evaluation at the end
     assert re.fullmatch(r"step 1 \| loss \d+\.\d{4} \| lr \d\.\d\de[-+]\d\d \| grad_norm \d+\.\d{3} \| "
                         r"tokens/s [\d,]+ \| mfu \d+\.\d\d% \| mem \d+\.\d\d GiB", steps[0]), steps[0]
     assert "\r" not in proc.stderr and "train:" not in proc.stderr  # output is a pipe: no progress bar
-    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    record = [r for r in records if "loss" in r][-1]
     assert {"data_wait_pct", "tokens_per_s_per_device", "elapsed_s", "mfu"} <= set(record)  # the rest is here
+    assert {"eval_loss", "eval_s"} <= set(records[-1])

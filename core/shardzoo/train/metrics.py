@@ -77,7 +77,7 @@ class MetricsWriter:
         record as its keys and values."""
         if not self.enabled:
             return
-        if "loss" in record:
+        if "loss" in record or "eval_loss" in record:
             tqdm.write(step_line(record))
             return
         parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
