@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from ..errors import ConfigError
@@ -42,6 +42,7 @@ from .tensor_styles import (
     ReplicatedKVHeads,
     SplitWidthNorm,
     back_to_sequence_split,
+    distribute_params,
     gather_sequence,
     local_kernel_inputs,
     split_inputs_embeds,
@@ -195,10 +196,7 @@ def _split_head_params(model: nn.Module, names: Sequence[str], tp_mesh: DeviceMe
     for pattern in names:
         module_pattern, _, param_name = pattern.rpartition(".")
         for _, module in match_modules(model, [module_pattern], "ParallelPlan.tp.head_params"):
-            param = getattr(module, param_name)
-            setattr(module, param_name, nn.Parameter(distribute_tensor(param.data, tp_mesh, [Shard(0)],
-                                                                       src_data_rank=None),
-                                                     requires_grad=param.requires_grad))
+            distribute_params(module, tp_mesh, Shard(0), [param_name])
 
 
 def vocab_parallel_loss_inputs(hidden: torch.Tensor, weight: torch.Tensor):

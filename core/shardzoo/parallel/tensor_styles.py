@@ -13,6 +13,15 @@ from ..moe.routing_stats import narrow_routing
 from ..ops.rms_norm import rms_norm_split_width
 
 
+def distribute_params(module: nn.Module, mesh: DeviceMesh, placement, names=None) -> None:
+    """Replace the module's own parameters (all, or `names`) by DTensors on `mesh` with `placement`, each rank
+    cutting its part locally (src_data_rank=None: the model is on the meta device or built from one seed)."""
+    for name in names or [n for n, _ in module.named_parameters(recurse=False)]:
+        param = getattr(module, name)
+        shards = distribute_tensor(param.data, mesh, [placement], src_data_rank=None)
+        module.register_parameter(name, nn.Parameter(shards, requires_grad=param.requires_grad))
+
+
 class LocalParams(ParallelStyle):
     """A module whose parameters every tp rank holds whole (a norm, a modulation table, a patch embedding)
     and uses on its own share: its tokens (a DTensor input split on dim 1, handed back split the same
@@ -26,10 +35,7 @@ class LocalParams(ParallelStyle):
         self.partial = partial
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-        for name, param in list(module.named_parameters(recurse=False)):
-            module.register_parameter(name, nn.Parameter(distribute_tensor(param.data, device_mesh, [Replicate()],
-                                                                           src_data_rank=None),
-                                                         requires_grad=param.requires_grad))
+        distribute_params(module, device_mesh, Replicate())
         forward, grad_placements = module.forward, [Partial() if self.partial else Replicate()]
 
         def local_forward(x, *args, **kwargs):
@@ -58,8 +64,7 @@ class SplitWidthNorm(ParallelStyle):
     rank holds its heads' columns of the weight and the statistic is summed over the ranks."""
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-        module.weight = nn.Parameter(distribute_tensor(module.weight.data, device_mesh, [Shard(0)],
-                                                       src_data_rank=None), requires_grad=module.weight.requires_grad)
+        distribute_params(module, device_mesh, Shard(0), ["weight"])
         group = device_mesh.get_group()
         module.forward = lambda x: rms_norm_split_width(x, module.weight.to_local(), module.eps, group,
                                                         module.weight_in_fp32)
@@ -104,10 +109,7 @@ class ReplicatedKVHeads(ParallelStyle):
         self.kv_heads = kv_heads
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-        for name, param in list(module.named_parameters(recurse=False)):
-            module.register_parameter(name, nn.Parameter(distribute_tensor(param.data, device_mesh, [Replicate()],
-                                                                           src_data_rank=None),
-                                                         requires_grad=param.requires_grad))
+        distribute_params(module, device_mesh, Replicate())
         head = device_mesh.get_local_rank() * self.kv_heads // device_mesh.size()
 
         def keep_own_head(_, args, out):
