@@ -4,8 +4,9 @@
 
 Writes a random HF Qwen3 checkpoint (fp32, sharded safetensors), then on N CPU ranks builds the
 model from it the way training does and prints each rank's peak RSS growth during the build
-next to the checkpoint size. A rank holding the full model would grow by at least 1.0x the
-model; the loader should need its shard (1/N) plus about one full tensor.
+and the bytes it read (the kernel's count of read() bytes, /proc/self/io rchar) next to the
+checkpoint size. A rank holding or reading the full model would show at least 1.0x the model; the
+loader should need its shard (1/N) plus about one full tensor, and read about 1/N.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def make_checkpoint(path: Path, layers: int, hidden: int) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def bytes_read() -> int:
+    """Bytes this process has passed through read() so far (page-cache hits included)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
 def worker(checkpoint: str, out: str) -> None:
     import torch
     import torch.distributed as dist
@@ -58,11 +65,14 @@ def worker(checkpoint: str, out: str) -> None:
     dist.barrier()
     before = process_memory_bytes("VmRSS")
     reset_peak_memory("cpu")
+    read_before = bytes_read()
     built = build_model(cfg, spec, hf_config, meshes, torch.device("cpu"))
+    read = bytes_read() - read_before
     peak = process_memory_bytes("VmHWM") - before
     local = sum(p.to_local().numel() * p.element_size() for p in built.model.parameters())
     results = [None] * world
-    dist.all_gather_object(results, {"rank": rank, "peak_rss_growth_bytes": peak, "local_shard_bytes": local})
+    dist.all_gather_object(results, {"rank": rank, "peak_rss_growth_bytes": peak, "local_shard_bytes": local,
+                                      "bytes_read": read})
     if rank == 0:
         Path(out).write_text(json.dumps(results))
     del built
@@ -85,7 +95,8 @@ def measure(nproc: int, layers: int, hidden: int) -> dict:
             "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores", "commit": commit.strip(),
             "config": {"layers": layers, "hidden": hidden, "vocab": 4096}, "model_bytes": model_bytes,
             "largest_tensor_bytes": largest, "world": nproc, "ranks": ranks,
-            "max_peak_over_model": max(r["peak_rss_growth_bytes"] for r in ranks) / model_bytes}
+            "max_peak_over_model": max(r["peak_rss_growth_bytes"] for r in ranks) / model_bytes,
+            "max_read_over_model": max(r["bytes_read"] for r in ranks) / model_bytes}
 
 
 def main() -> None:
@@ -105,7 +116,8 @@ def main() -> None:
     for r in result["ranks"]:
         print(f"  rank {r['rank']}: peak RSS growth {r['peak_rss_growth_bytes'] / mib:.0f} MiB "
               f"({r['peak_rss_growth_bytes'] / result['model_bytes']:.2f}x model), its shard "
-              f"{r['local_shard_bytes'] / mib:.0f} MiB")
+              f"{r['local_shard_bytes'] / mib:.0f} MiB, read {r['bytes_read'] / mib:.0f} MiB "
+              f"({r['bytes_read'] / result['model_bytes']:.2f}x model)")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
+from .lazy_tensors import join, materialize
+
 Items = Iterable[tuple[str, torch.Tensor]]
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -134,7 +136,7 @@ class Transpose(_OneToOne):
     dims: tuple[int, int] = (-2, -1)
 
     def _forward(self, tensor):
-        return tensor.transpose(*self.dims).contiguous()
+        return materialize(tensor).transpose(*self.dims).contiguous()
 
     _inverse = _forward
 
@@ -150,6 +152,7 @@ class Interleave(_OneToOne):
     parts: int = 2
 
     def _forward(self, tensor):
+        tensor = materialize(tensor)
         dim = self.dim % tensor.dim()
         n = tensor.shape[dim] // self.parts
         if n * self.parts != tensor.shape[dim]:
@@ -207,7 +210,7 @@ class _Join(ConvertOp):
             yield from zip((p.format(values) for p in parts), self.separate(tensor, config))
 
     def combine(self, tensors: list[torch.Tensor], config) -> torch.Tensor:
-        return torch.cat(tensors, dim=self.dim)
+        return join(tensors, self.dim, stacked=False)  # stays unread while its parts are (import)
 
     def separate(self, tensor: torch.Tensor, config) -> list[torch.Tensor]:
         sizes = _split_sizes(tensor.shape[self.dim], len(self.parts), self.sizes(config) if self.sizes else None,
@@ -257,6 +260,7 @@ class FusedQKV(Concat):
 
     def combine(self, tensors, config):
         n_heads, n_kv, d = self.heads(config)
+        tensors = [materialize(t) for t in tensors]
         q, k, v = (t.reshape(n_kv, -1, *t.shape[1:]) for t in tensors)
         if q.shape[1] != n_heads // n_kv * d or k.shape[1] != d:
             raise ValueError(f"FusedQKV({self.whole!r}): q/k shapes {tuple(tensors[0].shape)}/"
@@ -302,7 +306,8 @@ class Stack(ConvertOp):
             return _key_group(hf, key, drop=self.index), slot
 
         def emit(group, tensors):
-            yield ours.format(_values(group)), torch.stack([tensors[i] for i in range(count)], dim=self.dim)
+            yield ours.format(_values(group)), join([tensors[i] for i in range(count)], self.dim,
+                                                   stacked=True)
         return _group_stage(items, match, lambda g: count, emit, f"Stack({self.ours!r})")
 
     def to_hf(self, items, config):

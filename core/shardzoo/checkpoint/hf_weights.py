@@ -2,7 +2,8 @@
 
 The reader parses the safetensors header itself and reads each tensor with one `readinto` into
 its final buffer: no memory map, so the page cache of a 100 GB checkpoint never counts towards
-a rank's resident memory, and at most one full tensor is held at a time. safetensors holds
+a rank's resident memory, and at most one full tensor is held at a time. Read lazily, a rank
+reads only the rows it keeps (lazy_tensors.py). safetensors holds
 raw little-endian bytes plus a JSON header, so reading it never executes code.
 """
 
@@ -16,6 +17,7 @@ from typing import Iterator
 import torch
 
 from ..errors import CheckpointError
+from .lazy_tensors import StoredTensor
 
 INDEX_NAME = "model.safetensors.index.json"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
@@ -83,25 +85,25 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, data_start
 
 
-def read_tensor(f, name: str, info: dict, data_start: int, path: Path) -> torch.Tensor:
-    begin, end = info["data_offsets"]
-    tensor = torch.empty(info["shape"], dtype=DTYPES[info["dtype"]])
-    flat = tensor.reshape(-1).view(torch.uint8)
-    if flat.numel() != end - begin:
-        raise CheckpointError(f"{path}: tensor {name} holds {end - begin} bytes, but shape {info['shape']} "
-                         f"{info['dtype']} needs {flat.numel()}; the file is corrupted")
-    if flat.numel():
-        f.seek(data_start + begin)
-        got = f.readinto(memoryview(flat.numpy()))
-        if got != flat.numel():
-            raise CheckpointError(f"{path}: tensor {name}: read {got} of {flat.numel()} bytes (truncated)")
-    return tensor
+def stored_tensors(path: Path) -> list[StoredTensor]:
+    """The tensors of one safetensors file in file order, unread; a size that does not fit its shape
+    names the tensor."""
+    header, data_start = read_header(path)
+    tensors = []
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        begin, end = info["data_offsets"]
+        dtype = DTYPES[info["dtype"]]
+        need = torch.Size(info["shape"]).numel() * torch.empty((), dtype=dtype).element_size()
+        if need != end - begin:
+            raise CheckpointError(f"{path}: tensor {name} holds {end - begin} bytes, but shape {info['shape']} "
+                                  f"{info['dtype']} needs {need}; the file is corrupted")
+        tensors.append(StoredTensor(path, name, info["shape"], dtype, data_start + begin, end - begin))
+    return tensors
 
 
-def iter_safetensors(model_dir: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor, one at a time, in file order."""
+def iter_safetensors(model_dir: str | Path, lazy: bool = False) -> Iterator[tuple[str, torch.Tensor | StoredTensor]]:
+    """(name, tensor) for every tensor, one at a time, in file order; `lazy`: (name, StoredTensor), each
+    read later only where it is needed (lazy_tensors.py)."""
     for path in safetensors_files(model_dir):
-        header, data_start = read_header(path)
-        with open(path, "rb", buffering=0) as f:
-            for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-                yield name, read_tensor(f, name, info, data_start, path)
+        for stored in stored_tensors(path):
+            yield stored.name, (stored if lazy else stored.read())

@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 
 from .convert_ops import ConvertOp, Items, Pattern, _group_stage, _key_group, _values
+from .lazy_tensors import materialize
 
 FP4_VALUES = (+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 
@@ -59,7 +60,7 @@ class DequantizeMxfp4(ConvertOp):
             return None
 
         def emit(group, tensors):
-            weight = dequantize_mxfp4(tensors[0], tensors[1], self.dtype)
+            weight = dequantize_mxfp4(materialize(tensors[0]), materialize(tensors[1]), self.dtype)
             yield ours.format(_values(group)), weight.transpose(1, 2).contiguous()
         return _group_stage(items, match, lambda g: 2, emit, f"DequantizeMxfp4({self.ours!r})")
 

@@ -2,29 +2,62 @@
 
 Every rank computes a parameter's full value (from the seed and the parameter's name, or from
 the checkpoint), keeps only its own shard, and drops the rest before the next parameter, so no
-rank ever holds the whole model and the result is identical for any world size.
+rank ever holds the whole model and the result is identical for any world size. From a checkpoint
+read lazily, a rank reads only the rows of its own shard.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn as nn
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 from ..errors import CheckpointError
 
 InitFn = Callable[[str, torch.Size, torch.Generator], torch.Tensor]
 
 
+def local_region(param: torch.Tensor) -> Optional[list[tuple[int, int]]]:
+    """(start, stop) per dim of the part of the full parameter this rank holds, for a DTensor split
+    by plain Shard placements (torch.chunk sizes, nested in mesh order) or replicated; None when its
+    placements chunk otherwise (FSDP2's strided shards over TP) or it is not a DTensor."""
+    if not isinstance(param, DTensor):
+        return None
+    coordinate = param.device_mesh.get_coordinate()
+    if coordinate is None:
+        return None
+    region = [(0, n) for n in param.shape]
+    for mesh_dim, placement in enumerate(param.placements):
+        if isinstance(placement, Replicate):
+            continue
+        if type(placement) is not Shard:
+            return None
+        start, stop = region[placement.dim]
+        size = -(-(stop - start) // param.device_mesh.size(mesh_dim))
+        lo = min(start + coordinate[mesh_dim] * size, stop)
+        region[placement.dim] = (lo, min(lo + size, stop))
+    return region
+
+
 @torch.no_grad()
-def copy_full_into(param: torch.Tensor, full: torch.Tensor, name: str = "") -> None:
-    """Write a full (unsharded) value into a possibly sharded parameter."""
+def copy_full_into(param: torch.Tensor, full, name: str = "") -> None:
+    """Write a full (unsharded) value into a possibly sharded parameter. `full` may be a tensor or a
+    lazy one (checkpoint/lazy_tensors.py: `shape`, `dtype`, `read(region)`), of which only the
+    region this rank keeps is read."""
     if tuple(full.shape) != tuple(param.shape):
         raise CheckpointError(f"{name}: checkpoint tensor has shape {tuple(full.shape)}, model expects "
                               f"{tuple(param.shape)}")
+    if not isinstance(full, torch.Tensor):
+        region = local_region(param)
+        if region is not None:
+            local = full.read(region)
+            assert local.shape == param.to_local().shape, (name, local.shape, param.to_local().shape, region)
+            param.to_local().copy_(local.to(param.device, param.dtype))
+            return
+        full = full.read()
     if isinstance(param, DTensor):
         local = distribute_tensor(full.to(param.device, param.dtype), param.device_mesh, param.placements,
                                   src_data_rank=None).to_local()

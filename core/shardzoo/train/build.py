@@ -130,7 +130,7 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
             init_parameters(model, cfg.training.seed, spec.init_fn(hf_config))
         else:
             path = resolve_path(m.model_name_or_path)
-            load_parameters(model, spec.adapter.from_hf(iter_safetensors(path), hf_config), str(path))
+            load_parameters(model, spec.adapter.from_hf(iter_safetensors(path, lazy=True), hf_config), str(path))
     replicated = [q for _, module in (match_modules(model, p.ignored_modules, "parallel.ignored_modules")
                                       if p.ignored_modules else []) for q in module.parameters() if q.requires_grad]
     return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
