@@ -27,13 +27,25 @@ def _train(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .checkpoint.export import export_hf, resolve_checkpoint
+    from .device import rank_info
+    from .parallel import gather_objects, init_distributed, shutdown_distributed
     from .train.hf_config import checkpoint_model
 
     checkpoint = resolve_checkpoint(Path(args.checkpoint))
     adapter, hf_config = checkpoint_model(checkpoint)
-    export_hf(checkpoint, Path(args.out_dir), adapter=adapter, hf_config=hf_config, dtype=args.dtype,
-              max_shard_bytes=args.max_shard_size, overwrite=args.overwrite)
-    print(f"wrote {args.out_dir}")
+    # Under torchrun the ranks write disjoint weight files (CPU work: gloo carries the few messages).
+    rank, _, world = rank_info()
+    if world > 1:
+        init_distributed("cpu")
+    try:
+        export_hf(checkpoint, Path(args.out_dir), adapter=adapter, hf_config=hf_config, dtype=args.dtype,
+                  max_shard_bytes=args.max_shard_size, overwrite=args.overwrite, rank=rank, world=world,
+                  gather=gather_objects if world > 1 else None)
+    finally:
+        if world > 1:
+            shutdown_distributed()
+    if rank == 0:
+        print(f"wrote {args.out_dir}")
     return 0
 
 

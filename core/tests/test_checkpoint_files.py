@@ -131,3 +131,20 @@ def test_safetensors_reader_matches_the_library_and_names_truncation(tmp_path):
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage json!!}")
     with pytest.raises(CheckpointError, match="header is not valid JSON"):
         list(iter_safetensors(tmp_path))
+
+
+def test_streamed_safetensors_file_reads_back_in_safetensors(tmp_path):
+    """The export's writer (header first, tensors streamed) writes files safetensors itself loads."""
+    from safetensors.torch import load_file
+    from shardzoo.checkpoint.safetensors_writer import write_safetensors
+
+    tensors = {"a": torch.randn(3, 5), "b.bf16": torch.randn(7).to(torch.bfloat16), "scalar": torch.tensor(2.5),
+               "empty": torch.zeros(0, 4), "ints": torch.arange(6, dtype=torch.int64).reshape(2, 3)}
+    layout = [(k, t.shape, t.dtype) for k, t in tensors.items()]
+    nbytes = write_safetensors(tmp_path / "w.safetensors", layout, iter(tensors.items()), {"format": "pt"})
+    assert nbytes == sum(t.nbytes for t in tensors.values())
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # the temporary file was renamed
+    back = load_file(str(tmp_path / "w.safetensors"))
+    assert sorted(back) == sorted(tensors)
+    assert all(torch.equal(back[k], t) for k, t in tensors.items())
+    assert all(torch.equal(t, tensors[k]) for k, t in iter_safetensors(tmp_path))

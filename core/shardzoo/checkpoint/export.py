@@ -4,9 +4,12 @@ Writes config.json (dtype set to the exported dtype), generation_config.json, th
 files, and the weights as safetensors shards of at most `max_shard_bytes` with
 model.safetensors.index.json (a single model.safetensors when everything fits in one shard;
 diffusers models: diffusion_pytorch_model.* and no dtype key, which diffusers configs lack),
-in the model's HF layout through its adapter. The weights are read shard by shard, so memory
-stays at about one output shard; with several ranks each writes every world-th shard. The
-folder is assembled beside the target and renamed into place when complete.
+in the model's HF layout through its adapter. Each weight file's header is computed from the
+checkpoint's shapes first; its tensors are then read, converted and written one at a time (or one
+joined group at a time, conversion_units), so a rank holds about one tensor, never a whole file.
+With several ranks (`torchrun ... shardzoo export`, or the run's own export at the end) each writes
+every world-th file. Each file appears atomically; the index is written last, and the folder is
+assembled beside the target and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
-from safetensors.torch import save_file
 
 from . import dcp_state, layout
 from .adapter import StateDictAdapter
@@ -28,6 +30,7 @@ from .hf_files import HF_DIR
 from .hf_weights import DIFFUSERS_WEIGHTS, INDEX_NAME, weights_stem
 from .manifest import CheckpointError, raise_if_any, verify
 from .run_lock import LOCK_NAME as RUN_LOCK
+from .safetensors_writer import write_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,35 @@ def plan_shards(specs: dict[str, tuple[torch.Size, torch.dtype]], itemsize: int,
             shards.append(list(names))
             size = block_bytes
     return shards
+
+
+def _hf_shapes(names: list[str], specs: dict, adapter: StateDictAdapter, hf_config) -> list[tuple[str, torch.Size]]:
+    """The HF tensors `names` become, from their shapes alone (the conversion run on meta tensors)."""
+    meta = ((n, torch.empty(specs[n][0], dtype=specs[n][1], device="meta")) for n in names)
+    return [(k, t.shape) for k, t in adapter.to_hf(meta, hf_config)]
+
+
+def conversion_units(names: list[str], specs: dict, adapter: StateDictAdapter, hf_config) -> list[list[str]]:
+    """`names` cut into the groups that are read and converted together: a parameter the adapter
+    converts on its own is its own group; those it joins with others (e.g. parts of a fused tensor)
+    stay together with their block. Memory then holds one group, mostly one tensor."""
+    alone, joined = [], {}
+    for name in names:
+        try:
+            _hf_shapes([name], specs, adapter, hf_config)
+            alone.append([name])
+        except KeyError:  # an op waits for partners that are not in the list
+            joined.setdefault(block_of(name), []).append(name)
+    return alone + list(joined.values())
+
+
+def _converted(units: list[list[str]], state_dir: Path, specs: dict, adapter: StateDictAdapter, hf_config,
+               dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """The HF tensors of `units`, one unit read from the checkpoint at a time."""
+    for unit in units:
+        ours = dcp_state.load_model_tensors(state_dir, {n: specs[n] for n in unit})
+        for key, tensor in adapter.to_hf(((n, ours.pop(n)) for n in unit), hf_config):
+            yield key, tensor.to(dtype)
 
 
 def _export_dtype(name: str, config: dict, specs: dict) -> torch.dtype:
@@ -164,12 +196,13 @@ def export_hf(checkpoint: Path, out_dir: Path, *, adapter: StateDictAdapter, hf_
     nbytes, error = 0, None
     try:
         for i in range(rank, len(shards), world):
-            ours = dcp_state.load_model_tensors(state_dir, {n: specs[n] for n in shards[i]})
-            tensors = {k: t.to(out_dtype) for k, t in adapter.to_hf(((n, ours[n]) for n in shards[i]), hf_config)}
-            save_file(tensors, str(tmp / names[i]), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(tensors, names[i]))
-            nbytes += sum(t.nbytes for t in tensors.values())
-            del ours, tensors
+            units = conversion_units(shards[i], specs, adapter, hf_config)
+            file_layout = [(k, shape, out_dtype) for unit in units
+                           for k, shape in _hf_shapes(unit, specs, adapter, hf_config)]
+            nbytes += write_safetensors(tmp / names[i], file_layout,
+                                        _converted(units, state_dir, specs, adapter, hf_config, out_dtype),
+                                        metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys((k for k, _, _ in file_layout), names[i]))
     except Exception as exc:  # noqa: BLE001 - reported to every rank
         error = f"exporting {checkpoint}: {exc!r}"
     parts = gather((error, weight_map, nbytes))

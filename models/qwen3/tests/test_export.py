@@ -52,3 +52,26 @@ def test_export_loads_in_transformers_with_our_logits(uninterrupted, tmp_path):
     exported = dict(iter_safetensors(out))
     assert sorted(at_end) == sorted(exported)
     assert all(torch.equal(at_end[k], exported[k]) for k in exported)
+
+
+def test_export_on_two_ranks_writes_the_same_files(uninterrupted, tmp_path):
+    """`torchrun ... shardzoo export`: the ranks write disjoint weight files, byte for byte the files one
+    process writes (bf16, so the cast is covered too), and no temporary file is left."""
+    import subprocess
+    import sys
+
+    from shardzoo.testing import training_env
+
+    ckpt = uninterrupted[0] / f"checkpoint-{STEPS}"
+    args = ["-m", "shardzoo", "export", str(ckpt), "--format", "hf", "--dtype", "bfloat16", "--max-shard-size", "200KB"]
+    one = subprocess.run([sys.executable, *args, str(tmp_path / "one")], capture_output=True, text=True, cwd=REPO,
+                         timeout=300, env=training_env())
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          *args, str(tmp_path / "two")], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env=training_env())
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-3000:] + two.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert sum(n.endswith(".safetensors") for n in names) > 2 and not any("partial" in n for n in names)
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
