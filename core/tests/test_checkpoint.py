@@ -49,9 +49,31 @@ def test_saves_every_save_steps_and_at_the_end(uninterrupted):
     assert all("crc32" in f for f in manifest["files"].values())
 
 
+def test_async_saves_publish_the_same_checkpoints(uninterrupted, tmp_path):
+    """training.save_async: the tensors are written while the next steps run; the curve and every
+    checkpoint's tensors equal the synchronous run's, and each save is published (manifest, latest)."""
+    from shardzoo.checkpoint.dcp_state import load_model_tensors, model_tensor_specs
+
+    proc = launch_training(CONFIG, tmp_path, nproc=2, cwd=REPO, overrides=COMMON + ["--training.save_async", "true"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert loss_curve(read_metrics(tmp_path)) == uninterrupted[1]
+    assert "(save_async)" in proc.stderr  # the periodic saves went through the background path
+    assert (tmp_path / "latest").read_text() == "checkpoint-12" and not list(tmp_path.glob(".tmp-*"))
+    for step in (3, 6, 9, 12):
+        ours, sync = tmp_path / f"checkpoint-{step}", uninterrupted[0] / f"checkpoint-{step}"
+        assert (ours / "manifest.json").is_file()
+        specs = model_tensor_specs(sync / "state")
+        want, got = load_model_tensors(sync / "state", specs), load_model_tensors(ours / "state", specs)
+        assert all(torch.equal(want[k], got[k]) for k in specs), step
+
+
+SAVE_MODES = [[], ["--training.save_async", "true"]]
+
+
+@pytest.mark.parametrize("save_mode", SAVE_MODES, ids=["sync", "async"])
 @pytest.mark.parametrize("point, resumed_at", [("save.written", 3), ("save.published", 6)])
-def test_kill_9_during_a_save_loses_nothing(uninterrupted, tmp_path, point, resumed_at):
-    crashed = launch_training(CONFIG, tmp_path, nproc=2, cwd=REPO, overrides=COMMON,
+def test_kill_9_during_a_save_loses_nothing(uninterrupted, tmp_path, point, resumed_at, save_mode):
+    crashed = launch_training(CONFIG, tmp_path, nproc=2, cwd=REPO, overrides=COMMON + save_mode,
                               env={"SHARDZOO_FAILPOINT": f"{point}:6"})
     assert crashed.returncode != 0
     assert (tmp_path / "latest").read_text() == "checkpoint-3"  # the pointer is rewritten last
@@ -65,8 +87,9 @@ def test_kill_9_during_a_save_loses_nothing(uninterrupted, tmp_path, point, resu
     assert not list(tmp_path.glob(".tmp-*"))  # the interrupted save was cleared by the next one
 
 
-def test_sigterm_saves_then_exits_and_the_resumed_run_matches(uninterrupted, tmp_path):
-    proc = subprocess.Popen(training_command(CONFIG, tmp_path, 2, COMMON), cwd=REPO, env=training_env(),
+@pytest.mark.parametrize("save_mode", SAVE_MODES, ids=["sync", "async"])
+def test_sigterm_saves_then_exits_and_the_resumed_run_matches(uninterrupted, tmp_path, save_mode):
+    proc = subprocess.Popen(training_command(CONFIG, tmp_path, 2, COMMON + save_mode), cwd=REPO, env=training_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 300

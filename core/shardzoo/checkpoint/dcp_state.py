@@ -9,10 +9,12 @@ as JSON beside it (see manager.py).
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn as nn
 from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader, HuggingFaceStorageWriter
@@ -49,16 +51,32 @@ def _json_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict]:
-    """Write model + optimizer tensors under `path` (collective); returns the param-group settings as JSON."""
+def _payload(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list[dict]]:
     model_sd, optim_sd = get_state_dict(model, optimizer)
     payload = {MODEL_KEY: _without_aliases(model_sd, model), OPTIM_KEY: optim_sd["state"]}
     others = _tensor_leaves(payload)
     assert not others, f"non-tensor values would be pickled into the checkpoint: {others[:5]}"
-    dcp.save(payload, storage_writer=HuggingFaceStorageWriter(str(path), save_distributed=True))
     # The groups' parameter names are saved too: a run with another layout (e.g. expert parallel on or
     # off) splits the same parameters into other groups, and takes each group's settings by name.
-    return [{k: _json_value(v) for k, v in group.items()} for group in optim_sd["param_groups"]]
+    return payload, [{k: _json_value(v) for k, v in group.items()} for group in optim_sd["param_groups"]]
+
+
+def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Write model + optimizer tensors under `path` (collective); returns the param-group settings as JSON."""
+    payload, groups = _payload(model, optimizer)
+    dcp.save(payload, storage_writer=HuggingFaceStorageWriter(str(path), save_distributed=True))
+    return groups
+
+
+def save_async(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               group: dist.ProcessGroup) -> tuple[list[dict], Future]:
+    """As `save`, but returns once the tensors are copied to host memory; a background thread writes
+    them, coordinating over `group` (a CPU group of its own: the training's collectives run meanwhile).
+    The future completes when this rank's files are written."""
+    payload, groups = _payload(model, optimizer)
+    future = dcp.async_save(payload, storage_writer=HuggingFaceStorageWriter(str(path), save_distributed=True),
+                            process_group=group)
+    return groups, future
 
 
 def _settings_for(group: dict, saved_groups: list[dict], index: int) -> dict:

@@ -11,7 +11,9 @@ A checkpoint directory holds
 
 Save: all ranks write into .tmp-checkpoint-<step>, the manifest is written, the directory is
 renamed into place, then `latest` is rewritten and old checkpoints are pruned. A process killed
-at any point leaves either the previous state or the new complete checkpoint.
+at any point leaves either the previous state or the new complete checkpoint. With
+training.save_async the tensors are copied to host memory and written by a background thread
+while training continues; the publish steps above run once every rank's writes are done.
 Resume: the manifest is checked (sizes, CRC32) before any tensor is read; every rank raises the
 same error for a damaged checkpoint, so none is left waiting in a collective.
 """
@@ -24,11 +26,13 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
@@ -87,11 +91,24 @@ def rng_file(root: Path, rank: int) -> Path:
     return root / "rng" / f"rank-{rank:05d}.json"
 
 
+@dataclass
+class _InFlight:
+    step: int
+    tmp: Path
+    final: Path
+    start: float
+    future: Optional[Future]
+    stall_s: float
+
+
 class Checkpointer:
     def __init__(self, cfg: Config, rank: int, world: int):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.output_dir = Path(cfg.training.output_dir)
         self.saved_step: Optional[int] = None
+        self.in_flight: Optional[_InFlight] = None
+        """The save whose tensors are still being written in the background (training.save_async)."""
+        self._group: Optional[dist.ProcessGroup] = None
         self.timeline = uuid.uuid4().hex[:12]
         """Which line of checkpoints this run extends: new for a fresh start or a rollback, inherited
         on `resume: auto`. Stored in every checkpoint, so a save that was published just before a crash
@@ -99,10 +116,13 @@ class Checkpointer:
 
     # ----------------------------------------------------------------------------------- save
 
-    def save(self, step: int, run_state: RunState, total_steps: int) -> Path:
-        """Collective. Returns the published checkpoint directory."""
+    def save(self, step: int, run_state: RunState, total_steps: int, background: bool = False) -> Path:
+        """Collective. Returns the checkpoint directory: published on return, or with `background`
+        (training.save_async) once `finish` publishes it after its tensors are written while training
+        goes on. An earlier save still in flight is finished first: at most one is."""
         name = layout.checkpoint_name(step)
         final, tmp = self.output_dir / name, self.output_dir / f"{layout.TMP_PREFIX}{name}"
+        self.finish()
         if self.saved_step == step:
             return final  # this run saved this step already (a stop right after a periodic save)
         start = time.perf_counter()
@@ -115,7 +135,13 @@ class Checkpointer:
                 error = f"cannot create {tmp}: {exc}"
         raise_if_any(gather_objects, error)
 
-        param_groups = dcp_state.save(tmp / STATE_DIR, run_state.model, run_state.optimizer)
+        future = None
+        if background:
+            param_groups, future = dcp_state.save_async(tmp / STATE_DIR, run_state.model, run_state.optimizer,
+                                                        self._io_group())
+        else:
+            param_groups = dcp_state.save(tmp / STATE_DIR, run_state.model, run_state.optimizer)
+        # Everything but the tensors is written now: it is this step's state, and small.
         _write_json(rng_file(tmp, self.rank), rng.capture(run_state.device_type))
         if self.rank == 0:
             try:
@@ -129,6 +155,31 @@ class Checkpointer:
             except Exception as exc:  # noqa: BLE001 - reported to every rank below
                 error = f"writing {tmp}: {exc!r}"
         raise_if_any(gather_objects, error)
+        self.in_flight = _InFlight(step, tmp, final, start, future, time.perf_counter() - start)
+        if future is None:
+            self.finish()
+        self.saved_step = step
+        return final
+
+    def write_done(self) -> bool:
+        """Whether this rank has nothing left to write for the save in flight (none counts as done). The
+        trainer sums the ranks' answers on its step all-reduce and calls `finish` when every rank is done."""
+        return self.in_flight is None or self.in_flight.future is None or self.in_flight.future.done()
+
+    def finish(self) -> None:
+        """Collective. Publish the save in flight, waiting for its writes: manifest, rename, `latest`,
+        pruning. Nothing is published before every rank's files are complete."""
+        pending, self.in_flight = self.in_flight, None
+        if pending is None:
+            return
+        error = None
+        if pending.future is not None:
+            try:
+                pending.future.result()
+            except Exception as exc:  # noqa: BLE001 - reported to every rank
+                error = f"writing {pending.tmp / STATE_DIR}: {exc!r}"
+        raise_if_any(gather_objects, error)
+        step, tmp, final = pending.step, pending.tmp, pending.final
         failpoints.hit("save.written", step)
 
         files = describe_files(tmp, list_files(tmp), self.cfg.training.save_checksums, self.rank, self.world,
@@ -143,17 +194,24 @@ class Checkpointer:
                 os.replace(tmp, final)
                 layout.fsync_dir(self.output_dir)
                 failpoints.hit("save.published", step)
-                layout.write_atomic(self.output_dir / layout.LATEST, name)
+                layout.write_atomic(self.output_dir / layout.LATEST, final.name)
                 pruned = layout.prune(self.output_dir, self.cfg.training.save_total_limit, protect=final)
             except OSError as exc:
                 error = f"publishing {final}: {exc!r}"
         raise_if_any(gather_objects, error)
-        self.saved_step = step
         if self.rank == 0:
             size = sum(f["bytes"] for f in files.values())
-            log.info("saved %s (%.1f MiB in %.1fs)%s", final, size / 2**20, time.perf_counter() - start,
-                     f"; removed {', '.join(p.name for p in pruned)} (save_total_limit)" if pruned else "")
-        return final
+            stall = (f"; training waited {pending.stall_s:.1f}s of it (save_async)" if pending.future is not None
+                     else "")
+            log.info("saved %s (%.1f MiB in %.1fs%s)%s", final, size / 2**20, time.perf_counter() - pending.start,
+                     stall, f"; removed {', '.join(p.name for p in pruned)} (save_total_limit)" if pruned else "")
+
+    def _io_group(self) -> dist.ProcessGroup:
+        """A CPU process group for background saves only: their coordination must not interleave with
+        the training's collectives on the default group (and DCP's async save needs a CPU backend)."""
+        if self._group is None:
+            self._group = dist.new_group(backend="gloo")
+        return self._group
 
     def _clear_leftovers(self) -> None:
         """Interrupted saves and deletions of earlier runs: nothing in them is ever resumed from."""

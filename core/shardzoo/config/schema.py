@@ -192,6 +192,11 @@ class TrainingConfig:
     """Save a checkpoint every this many optimizer steps and at the end; 0 saves none (SIGTERM still saves)."""
     save_total_limit: Optional[int] = None
     """Keep only the newest N checkpoints (older ones are deleted after a save completes); null keeps all."""
+    save_async: bool = False
+    """Periodic saves copy the model and optimizer state to host memory and write it in a background
+    thread while the next steps run (the copy needs host memory for one more set of the rank's states);
+    the checkpoint is published when every rank's writes are done. At most one save is in flight; the
+    final save, and a save on SIGTERM, are written before the run exits."""
     save_checksums: bool = True
     """Store a CRC32 per checkpoint file and verify it on resume (catches corrupted bytes, not only truncation)."""
     resume: str = "auto"

@@ -248,9 +248,11 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                         # Attention FLOPs grow with the whole row (cp slices of it under context parallel).
                         tokens = batch.num_tokens / tp  # each tp rank does 1/tp of the group's work
                         throughput.add(tokens, tokens * built.flops_per_token(batch.attention_length))
-                    # The stop flag rides on the loss all-reduce: every rank stops after the same step.
-                    step_loss, stop_votes = _all_reduce_sum(torch.stack(
-                        [loss_sum, torch.tensor(stop.flag, device=device)])).tolist()
+                    # The stop flag, and whether a background save is still writing, ride on the loss
+                    # all-reduce: every rank stops, or publishes the save, after the same step.
+                    step_loss, stop_votes, writing = _all_reduce_sum(torch.stack(
+                        [loss_sum, torch.tensor(stop.flag, device=device),
+                         torch.tensor(0.0 if checkpointer.write_done() else 1.0, device=device)])).tolist()
                     sum_replicated_grads(built.replicated)
                     grad_norm = clip_grad_norm_(params, t.max_grad_norm).item()
                     if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
@@ -280,8 +282,10 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                         writer.console(record)
                     if evaluating and t.eval_steps > 0 and (step + 1) % t.eval_steps == 0:
                         last_eval = _log_eval(step + 1, built, eval_loader, device, tp, writer)
+                    if checkpointer.in_flight is not None and writing == 0:
+                        checkpointer.finish()
                     if t.save_steps > 0 and (step + 1) % t.save_steps == 0:
-                        result.checkpoint = str(checkpointer.save(step + 1, run_state, steps))
+                        result.checkpoint = str(checkpointer.save(step + 1, run_state, steps, t.save_async))
                     if stop_votes > 0:
                         result.stopped_by = stop.received or "a signal on another rank"
                         break
