@@ -153,8 +153,8 @@ def bench(session: nox.Session) -> None:
     step vs its reference implementation (transformers / diffusers) in the same loop and process, and
     every op backend vs its reference (posargs go to it, e.g. -- --models qwen3 --device cuda). Then the
     special ones: data preprocessing tokens/s vs a per-document encode loop; peak RSS per rank while an
-    HF checkpoint loads and while it exports; the training stall of a save, sync vs async; memory per rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs
-    a loop."""
+    HF checkpoint loads and while it exports; the training stall of a save, sync vs async; memory per
+    rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a loop."""
     install(session, MODELS)
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/data_preprocess.py")
