@@ -251,3 +251,29 @@ def test_square_loss_reduction_weights_each_sample_by_its_target_count():
     assert batch.loss_normalizer == pytest.approx(4 * 0.5 + 1 + 9 / 3)
     plain = collate(rows, pad_id=0, masked=[False, False, True])
     assert plain.loss_weights is None and plain.loss_normalizer == 4 + 1 + 9
+
+
+def test_content_fingerprint_follows_the_bytes_not_the_path_or_mtime(tmp_path, tokenizer):
+    """data.cache_fingerprint: content keys the cache by what the files hold: a copy elsewhere with a new
+    mtime reuses it, an edit that keeps size and mtime does not. stat (the default) is the opposite."""
+    import os
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(REPO / "data", data, ignore=shutil.ignore_patterns("images", "videos", "tokenizer*"))
+    cfg = lambda d, mode: make_cfg(tmp_path, dataset="alpaca_sample", dataset_dir=str(d),  # noqa: E731
+                                   cache_fingerprint=mode)
+    assert not build(cfg(data, "content"), tokenizer).cached
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)  # another path, fresh mtimes
+    assert build(cfg(moved, "content"), tokenizer).cached
+    assert not build(cfg(moved, "stat"), tokenizer).cached
+
+    sample = next(f for f in moved.iterdir() if f.name.startswith("alpaca_sample"))
+    st = sample.stat()
+    text = sample.read_bytes()
+    i = text.index(b"a")
+    sample.write_bytes(text[:i] + b"b" + text[i + 1:])  # same size
+    os.utime(sample, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    assert build(cfg(moved, "stat"), tokenizer).cached  # stat cannot see the edit
+    assert not build(cfg(moved, "content"), tokenizer).cached

@@ -81,6 +81,10 @@ class DataConfig:
     """Tokenise again even when a cache with the same fingerprint exists."""
     cache_dir: Optional[str] = None
     """Where tokenised data is cached; null = $SHARDZOO_CACHE_DIR or ~/.cache/shardzoo/data."""
+    cache_fingerprint: Literal["stat", "content"] = "stat"
+    """How the cache knows its data files: stat (path, size, modification time; free) or content (name,
+    size and SHA-256 of the bytes: one read of the corpus per run; the cache survives copying the data
+    elsewhere and catches an edit that keeps size and mtime)."""
     preprocessing_num_workers: Optional[int] = None
     """Processes that tokenise in parallel; null or 1 = in the main process."""
     preprocessing_batch_size: int = 1000

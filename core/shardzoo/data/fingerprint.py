@@ -20,13 +20,26 @@ def cache_root(cfg: DataConfig) -> Path:
     return resolve_path(os.environ.get("SHARDZOO_CACHE_DIR", "~/.cache/shardzoo/data"))
 
 
-def file_signature(path: Path) -> list:
-    """Path, size and modification time of every data file (content hashing would read the corpus)."""
+def file_signature(path: Path, mode: str = "stat") -> list:
+    """Every data file by path, size and modification time (`stat`: cheap; a copy or a touch makes a
+    new cache), or by name, size and SHA-256 of its bytes (`content`: reads the corpus once per run;
+    the cache survives copies to another path or node and catches edits that keep size and mtime)."""
     out = []
     for f in data_files(path):
         st = f.stat()
-        out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        if mode == "content":
+            out.append([f.name, st.st_size, _sha256(f)])
+        else:
+            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
     return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def tokenizer_signature(tokenizer) -> str:

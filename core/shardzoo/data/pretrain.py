@@ -56,7 +56,7 @@ def encode_texts(texts: list[str], tokenizer, eod: int | None) -> list[list[int]
 
 
 def pretrain_fingerprint(sources: list[DatasetSource], cfg: DataConfig, tokenizer) -> str:
-    return fingerprint(kind="mg", files=[file_signature(s.path) for s in sources],
+    return fingerprint(kind="mg", files=[file_signature(s.path, cfg.cache_fingerprint) for s in sources],
                        columns=[_text_column(s, cfg) for s in sources], tokenizer=tokenizer_signature(tokenizer),
                        append_eod=cfg.append_eod, max_samples=cfg.max_samples, skip_bad_rows=cfg.skip_bad_rows)
 

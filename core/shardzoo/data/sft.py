@@ -143,8 +143,9 @@ def iter_samples(source: DatasetSource, cfg: DataConfig, tokenizer, stats: DataS
 
 
 def source_fingerprint(source: DatasetSource, cfg: DataConfig, tokenizer, images: ImageInputs | None = None) -> str:
-    return fingerprint(kind="sft", files=file_signature(source.path), formatting=source.formatting,
-                       columns=source.columns, template=cfg.template, images=images.signature if images else None,
+    return fingerprint(kind="sft", files=file_signature(source.path, cfg.cache_fingerprint),
+                       formatting=source.formatting, columns=source.columns, template=cfg.template,
+                       images=images.signature if images else None,
                        template_code=function_signature(template_of(cfg)), tokenizer=tokenizer_signature(tokenizer),
                        cutoff_len=cfg.cutoff_len, train_on_prompt=cfg.train_on_prompt,
                        max_samples=cfg.max_samples, skip_bad_rows=cfg.skip_bad_rows)
