@@ -177,6 +177,9 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     steps = total_steps(cfg, getattr(loader, "steps_per_epoch", None))
 
     meshes = build_meshes(device_type, shape.replicate, shape.shard, shape.ep_fsdp, shape.ep, cp, tp)
+    # What the process held before the model existed (CPU: the runtime, tokenizer and data; accelerators:
+    # ~0), so a run's peak can be set against `shardzoo plan`, which counts only the training state.
+    memory_before_model = devices.memory_in_use_bytes(device_type)
     built = build_model(cfg, spec, hf_config, meshes, device)
     optimizer = build_optimizer(built.task, t)
     scheduler = build_scheduler(optimizer, lr=t.lr, min_lr=t.min_lr, warmup_ratio=t.warmup_ratio,
@@ -276,6 +279,7 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
                         record = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, **window,
                                   "data_wait_s": data_wait, "data_wait_pct": 100 * data_wait / window["elapsed_s"],
                                   "peak_memory_gib": gib(devices.peak_memory_bytes(device_type)),
+                                  "memory_before_model_gib": gib(memory_before_model),
                                   **built.task.step_metrics()}
                         data_wait = 0.0
                         writer.write(record)
