@@ -277,3 +277,50 @@ def test_content_fingerprint_follows_the_bytes_not_the_path_or_mtime(tmp_path, t
     os.utime(sample, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
     assert build(cfg(moved, "stat"), tokenizer).cached  # stat cannot see the edit
     assert not build(cfg(moved, "content"), tokenizer).cached
+
+
+STREAM_STEPS = 12
+
+
+def stream_cfg(tmp_path):
+    """Two interleaved sources of 10 samples each, tokenised in batches of 8 raw rows: 12 steps of 2 x 2
+    rows cross an epoch boundary (the stream is walked again) and several tokenising batches."""
+    return make_cfg(tmp_path, streaming=True, buffer_size=8, max_samples=10, preprocessing_batch_size=8,
+                    mix_strategy="interleave_under")
+
+
+def stream_steps(loader, n):
+    it = iter(loader)
+    return [[b.input_ids.tolist() for b in next(it)] for _ in range(n)]
+
+
+def test_streaming_tokenises_each_rank_share(tmp_path, tokenizer, monkeypatch):
+    """Streamed data on 2 gloo ranks: each tokenises about half of the stream (data/work_share.py) and
+    still gets exactly the batches the unshared stream gives it, straight through and resumed mid-run."""
+    import subprocess
+    import sys
+
+    import shardzoo.data.sft as sft
+    from shardzoo.testing import training_env
+
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(Path(__file__).with_name("stream_share_worker.py")), str(tmp_path)],
+                          capture_output=True, text=True, env=training_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    counted = []
+    monkeypatch.setattr(sft, "tokenize_conversations",
+                        lambda convs, *a, **k: counted.append(len(convs)) or _tokenize(convs, *a, **k))
+    for rank in range(2):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        counted.clear()
+        want = stream_steps(build(stream_cfg(tmp_path / "unshared"), tokenizer, rank=rank, world=2).loader,
+                            STREAM_STEPS)
+        assert got["straight"] == want and got["resumed"] == want
+        # The unshared stream tokenised every raw row it read; this rank about half of them.
+        assert 0.4 * sum(counted) <= got["tokenised"] <= 0.6 * sum(counted), (got["tokenised"], sum(counted))
+
+
+def _tokenize(*args, **kwargs):
+    from shardzoo.data.templates import tokenize_conversations
+
+    return tokenize_conversations(*args, **kwargs)

@@ -25,6 +25,7 @@ from .pretrain import build_pretrain_store
 from .readers import RowErrors
 from .rows import PackedRows, Row, SampleRows, SequenceRows, packed_row, sample_row
 from .sft import DataStats, build_source_store, iter_samples
+from .work_share import WorkShare
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +182,14 @@ def _stores(cfg: Config, tokenizer, sources, build: bool, images: ImageInputs | 
 def _streaming(cfg: Config, tokenizer, sources, steps: dict, images: ImageInputs | None) -> TrainData:
     d, t = cfg.data, cfg.training
     stats = {s.name: DataStats() for s in sources}
+    # Every rank walks the same stream: each tokenises its share of it (collective from here on).
+    share = WorkShare.over_all_ranks()
 
     def make_rows(epoch: int) -> Iterator[Row]:
         def factory(source):
             def rows():
                 errors = RowErrors(d.skip_bad_rows)
-                for sample in iter_samples(source, d, tokenizer, stats[source.name], errors, images):
+                for sample in iter_samples(source, d, tokenizer, stats[source.name], errors, images, share):
                     yield _to_row(sample)
                 stats[source.name].bad_rows += errors.count
             return rows

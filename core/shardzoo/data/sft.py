@@ -24,6 +24,7 @@ from .images import ImageInputs, expand_images
 from .readers import DataError, RowErrors
 from .templates import TEMPLATE_ALIASES, TEMPLATES, Segment, TokenizedSample, tokenize_conversations
 from .token_store import TokenStore, TokenStoreWriter
+from .work_share import WorkShare
 from .workers import map_batches
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,10 @@ def context_token_id(tokenizer, images: ImageInputs) -> int:
 
 
 def iter_samples(source: DatasetSource, cfg: DataConfig, tokenizer, stats: DataStats,
-                 errors: RowErrors, images: ImageInputs | None = None) -> Iterator[TokenizedSample]:
-    """Tokenised samples of one source, counted into `stats`; stops at max_samples."""
+                 errors: RowErrors, images: ImageInputs | None = None,
+                 share: Optional[WorkShare] = None) -> Iterator[TokenizedSample]:
+    """Tokenised samples of one source, counted into `stats`; stops at max_samples. `share`: the
+    ranks tokenise a part of each batch each and exchange the results (collective; work_share.py)."""
     eos = tokenizer.eos_token or ""
     context_id = context_token_id(tokenizer, images) if images is not None else None
     # Workers get the segments only; each batch's images wait here, in order, for its tokens.
@@ -120,10 +123,13 @@ def iter_samples(source: DatasetSource, cfg: DataConfig, tokenizer, stats: DataS
     def segment_batches() -> Iterator[list[list[Segment]]]:
         for chunk in batched(conversations(source, cfg, eos, stats, errors, images), cfg.preprocessing_batch_size):
             waiting.append([(files, context) for _, files, context in chunk])
-            yield [segments for segments, _, _ in chunk]
+            batch = [segments for segments, _, _ in chunk]
+            yield batch if share is None else share.mine(batch)
 
-    for batch in map_batches(tokenize_conversations, segment_batches(), tokenizer, cfg.preprocessing_num_workers or 1,
-                             cutoff_len=cfg.cutoff_len, train_on_prompt=cfg.train_on_prompt):
+    kept = 0
+    batches = map_batches(tokenize_conversations, segment_batches(), tokenizer, cfg.preprocessing_num_workers or 1,
+                          cutoff_len=cfg.cutoff_len, train_on_prompt=cfg.train_on_prompt)
+    for batch in batches if share is None else share.merged(batches):
         for (sample, truncated), (files, context) in zip(batch, waiting.popleft()):
             # A sample whose labels were all cut off teaches nothing: count it, never hide it.
             if all(label == -100 for label in sample.labels[1:]):
@@ -138,7 +144,10 @@ def iter_samples(source: DatasetSource, cfg: DataConfig, tokenizer, stats: DataS
             stats.samples += 1
             stats.tokens += len(sample.input_ids)
             yield sample
-            if cfg.max_samples is not None and stats.samples >= cfg.max_samples:
+            kept += 1
+            # Counted per pass, not from `stats`: a stream walks the source again every epoch, and its
+            # stats add up over the epochs (a resumed run's replay must stop where the first pass did).
+            if cfg.max_samples is not None and kept >= cfg.max_samples:
                 return
 
 
