@@ -153,14 +153,16 @@ def bench(session: nox.Session) -> None:
     step vs its reference implementation (transformers / diffusers) in the same loop and process, and
     every op backend vs its reference (posargs go to it, e.g. -- --models qwen3 --device cuda). Then the
     special ones: data preprocessing tokens/s vs a per-document encode loop; peak RSS per rank while an
-    HF checkpoint loads and while it exports; the training stall of a save, sync vs async; memory per
-    rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a loop."""
+    HF checkpoint loads and while it exports; the training stall of a save, sync vs async; shardzoo plan
+    vs measured peaks; memory per rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a
+    loop."""
     install(session, MODELS)
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/data_preprocess.py")
     session.run("python", "benchmarks/import_memory.py", "--nproc", "2")
     session.run("python", "benchmarks/export_memory.py", "--nproc", "2", "--max-shard-size", "300MB")
     session.run("python", "benchmarks/async_save.py")
+    session.run("python", "benchmarks/plan_vs_measured.py")
     session.run("python", "benchmarks/context_parallel_memory.py")
     session.run("python", "benchmarks/moe_layer.py")
     session.run("python", "benchmarks/tensor_parallel_comm.py")

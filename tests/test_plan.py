@@ -35,7 +35,10 @@ def test_tiny_plan_matches_hand_computed_totals(ep):
     assert plan.optimizer == 2 * plan.params
     # param_dtype fp32, no prefetch: the root unit plus one block with this rank's experts.
     assert plan.gathered == (ROOT + BLOCK_DENSE + EXPERTS // ep) * 4
-    assert plan.total == plan.params + plan.grads + plan.optimizer + plan.gathered + plan.activations
+    # fp32 gradients and reduce: the root's unsharded gradients, and a block's plus its reduce-scatter input.
+    assert plan.reduction == (ROOT + 2 * (BLOCK_DENSE + EXPERTS // ep)) * 4
+    assert plan.total == (plan.params + plan.grads + plan.optimizer + plan.gathered + plan.reduction
+                          + plan.activations)
 
 
 def test_recompute_shrinks_the_activation_estimate():
@@ -44,7 +47,9 @@ def test_recompute_shrinks_the_activation_estimate():
     full, saved = plan_memory(cfg, 2).activations, plan_memory(with_recompute, 2).activations
     # Without recompute L blocks keep their internals, with it one block does: L - 1 blocks' worth less.
     n = 8 * 256
-    internals = n * ((2 * H + Q + 2 * KV + Q) + 2 * (H + 3 * INTER) + E) * 4
+    # Attention: two norm outputs and the residual, q (projected, rotated, output, o's copy) and k, v
+    # (projected, rotated; v); MoE: k = 2 copies of the token with gate/up and product, router probs.
+    internals = n * ((3 * H + 4 * Q + 3 * KV) + 2 * (H + 3 * INTER) + E) * 4
     assert full - saved == (L - 1) * internals
 
 

@@ -11,15 +11,20 @@ largest shards:
   gathered     unsharded parameters in param_dtype while computing: the root unit (embeddings,
                head) plus (1 + num_to_forward_prefetch) of the largest block (its experts: this
                rank's ep share)
+  reduction    gradients on their way to FSDP's reduce-scatter in backward: the root unit's
+               unsharded gradients (the head's is computed first and reduced last) and the largest
+               block's unsharded gradients plus its reduce-scatter input (reduce_dtype)
   activations  an estimate (a model package may give its own, ModelSpec.activation_bytes; this is
                the causal LM's), per micro-batch of per_device_train_batch_size x cutoff_len / cp_size tokens
                (context parallel: the rank's slice; inside attention T x H/cp is the same size; tensor
                parallel: the residual stream and norm outputs on T/tp tokens, each block's gathered input
                on T, heads, MLP columns and the loss's vocab rows divided by tp):
                each block saves its input (H); a block's internals are saved for all blocks
-               without recompute, for one block with it: attention q, k, v, output and the two
-               norm outputs; MLP gate/up and product (dense: 3 I; MoE: k copies of the token,
-               2 I + I per copy, plus fp32 router probabilities); plus the loss chunk's fp32
+               without recompute, for one block with it: attention q and k before and after
+               rotary (and before per-head norms), v, the output and its copy for the o projection,
+               the two norm outputs and the residual between them; MLP gate, up, silu(gate) and
+               product (dense: 4 I; MoE: k copies of the token, 2 I + I per copy, plus fp32 router
+               probabilities); plus the loss chunk's fp32
                logits and their gradient (loss_chunk_size x vocab x 4 x 2). For vision-language
                models the language model's; the vision tower's (per image tile) are not included.
 """
@@ -56,15 +61,17 @@ class MemoryPlan:
     grads: int
     optimizer: int
     gathered: int
+    reduction: int
     activations: int
 
     @property
     def total(self) -> int:
-        return self.params + self.grads + self.optimizer + self.gathered + self.activations
+        return self.params + self.grads + self.optimizer + self.gathered + self.reduction + self.activations
 
     def rows(self) -> list[tuple[str, int]]:
         return [("parameters (sharded)", self.params), ("gradients (sharded)", self.grads),
                 ("optimizer state (AdamW)", self.optimizer), ("gathered for compute", self.gathered),
+                ("gradients being reduced", self.reduction),
                 ("activations (estimate)", self.activations), ("total", self.total)]
 
 
@@ -81,9 +88,9 @@ def _tp_split(p: torch.Tensor) -> int:
     return math.prod(p.device_mesh.size(i) for i, pl in enumerate(p.placements) if pl.is_shard() and names[i] == "tp")
 
 
-def _gathered_bytes(task: nn.Module, cfg: Config, ep: int) -> int:
-    """Bytes of each FSDP unit's own parameters when unsharded, in param_dtype."""
-    width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
+def _unit_elements(task: nn.Module, ep: int) -> tuple[int, int]:
+    """Elements of the root unit's own parameters and of the largest block (with its experts: this
+    rank's ep share) when unsharded; TP-split parameters count their tp shard."""
     named = [(n, m) for n, m in task.named_modules() if isinstance(m, FSDPModule)]
     units = [m for _, m in named]
     owner: dict[int, nn.Module] = {}
@@ -96,20 +103,36 @@ def _gathered_bytes(task: nn.Module, cfg: Config, ep: int) -> int:
         for p in unit.parameters():
             if owner[id(p)] is unit:
                 numel = p.numel() // (ep if isinstance(unit, GroupedExperts) else 1) // _tp_split(p)
-                size[id(unit)] = size.get(id(unit), 0) + numel * width
-    root = size.get(id(task), 0)
+                size[id(unit)] = size.get(id(unit), 0) + numel
     blocks = []
     for unit in units:
         if unit is task or isinstance(unit, GroupedExperts):
             continue
         inner = sum(size.get(id(m), 0) for m in unit.modules() if isinstance(m, GroupedExperts))
         blocks.append(size.get(id(unit), 0) + inner)
-    return root + (1 + cfg.parallel.num_to_forward_prefetch) * max(blocks, default=0)
+    return size.get(id(task), 0), max(blocks, default=0)
 
 
-def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
+def _gathered_bytes(root: int, block: int, cfg: Config) -> int:
+    """Unsharded parameters in param_dtype while computing: the root unit plus the block being
+    computed and the prefetched ones."""
+    width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
+    return (root + (1 + cfg.parallel.num_to_forward_prefetch) * block) * width
+
+
+def _reduction_bytes(root: int, block: int, cfg: Config) -> int:
+    """Gradients on their way to the reduce-scatter in backward: the root unit's unsharded gradients
+    (its head's gradient is computed first, reduced last) and, for the block being reduced, its
+    unsharded gradients plus the reduce-scatter input they are copied into (reduce_dtype)."""
+    width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
+    reduce_width = (to_dtype(cfg.parallel.reduce_dtype) or torch.float32).itemsize
+    return root * width + block * (width + reduce_width)
+
+
+def activation_bytes(cfg: Config, hf_config, recompute: bool, head_norms: bool = False) -> int:
     """The estimate described in the module docstring (the language model's; a vision tower's
-    activations scale with image tiles and are not included)."""
+    activations scale with image tiles and are not included). `head_norms`: q and k pass through a
+    per-head norm before rotary (Qwen3), which keeps their un-normed copies too."""
     hf_config = text_config(hf_config)
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
     n = cfg.training.per_device_train_batch_size * -(-cfg.data.cutoff_len // cfg.parallel.cp_size)
@@ -122,14 +145,18 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
     # its gathered input (all n tokens) for the column-parallel projections' backward.
     seq = -(-n // tp)
     gathered = n * h if tp > 1 else 0
-    attention = 2 * seq * h + gathered + n * (q + 2 * kv + q)  # with the two norm outputs
+    # The two norm outputs and the residual between them; q and k as projected (rotary keeps its input)
+    # and after rotary, v, the attention output and its copy in the o projection's layout (measured by
+    # autograd's saved tensors on the reference ops); per-head norms keep one more q and k.
+    attention = 3 * seq * h + gathered + n * ((5 if head_norms else 4) * q + (4 if head_norms else 3) * kv)
     experts = getattr(hf_config, "num_local_experts", None) or getattr(hf_config, "num_experts", 0) or 0
     if experts:  # under TP an MoE block runs on the rank's own tokens
         k = hf_config.num_experts_per_tok
         inter = getattr(hf_config, "moe_intermediate_size", None) or hf_config.intermediate_size
         mlp = seq * (k * (h + 3 * inter) + experts * 4 // width)
     else:
-        mlp = gathered + n * 3 * hf_config.intermediate_size // tp
+        # gate and up, silu(gate) and the product (the reference swiglu; NPU's fused kernel keeps one I less)
+        mlp = gathered + n * 4 * hf_config.intermediate_size // tp
     block_inputs = layers * seq * h * width
     internals = (attention + mlp) * width
     # The loss: each chunk's fp32 logits and their gradient over this rank's vocab rows (all n hidden
@@ -154,13 +181,17 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         trainable = sum(_nbytes(p) for p in built.task.parameters() if p.requires_grad)
         locals_ = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                       for p in built.task.parameters() if p.requires_grad)
-        gathered = _gathered_bytes(built.task, cfg, shape.ep)
+        root, block = _unit_elements(built.task, shape.ep)
     finally:
         dist.destroy_process_group()
     mesh = shape.describe()
-    estimate = (spec.activation_bytes if spec is not None else None) or activation_bytes
-    return MemoryPlan(world, mesh, params, trainable, ADAM_STATES * 4 * locals_, gathered,
-                      estimate(cfg, hf_config, bool(built.recomputed)))
+    recompute = bool(built.recomputed)
+    if spec is not None and spec.activation_bytes is not None:
+        activations = spec.activation_bytes(cfg, hf_config, recompute)
+    else:
+        activations = activation_bytes(cfg, hf_config, recompute, bool(spec and spec.plan.tp.head_norms))
+    return MemoryPlan(world, mesh, params, trainable, ADAM_STATES * 4 * locals_, _gathered_bytes(root, block, cfg),
+                      _reduction_bytes(root, block, cfg), activations)
 
 
 def format_plan(plan: MemoryPlan, device_bytes: Optional[int]) -> str:
