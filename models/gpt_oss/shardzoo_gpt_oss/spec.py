@@ -43,6 +43,25 @@ def flops_per_token(config: GptOssConfig, seq_len: int) -> float:
     return 6 * matmul_params + 12 * config.num_attention_heads * d * attended
 
 
+def activation_bytes(cfg, config: GptOssConfig, recompute: bool) -> int:
+    """shardzoo plan's causal-LM estimate, plus on the CPU the attention scores: SDPA there takes the
+    sink column as an additive bias that needs a gradient, so each layer keeps the bias and the
+    probabilities, 2 x heads x T x (T + 1) per row (heads of this rank: / tp / cp). The accelerators'
+    kernels (flex attention, npu_fusion_attention) keep neither."""
+    from shardzoo.device import CPU
+    from shardzoo.parallel.fsdp import to_dtype
+    from shardzoo.plan import activation_bytes as causal_lm
+
+    base = causal_lm(cfg, config, recompute)
+    if cfg.training.device != CPU:
+        return base
+    p, t = cfg.parallel, cfg.data.cutoff_len
+    width = (to_dtype(p.param_dtype) or torch.float32).itemsize
+    heads = config.num_attention_heads // (p.tp_size * p.cp_size)
+    per_layer = 2 * cfg.training.per_device_train_batch_size * heads * t * (t + 1) * width
+    return base + per_layer * (1 if recompute else config.num_hidden_layers)
+
+
 def tiny_config(**overrides) -> GptOssConfig:
     """Smallest config that exercises every path (model_facts §4): 2 sliding + 2 full layers, GQA,
     nH * d != H, a window shorter than the test sequences, a small swiglu_limit so both clamps fire."""
@@ -63,6 +82,7 @@ SPEC = ModelSpec(
     init_fn=init_fn,
     flops_per_token=flops_per_token,
     tiny_config=tiny_config,
+    activation_bytes=activation_bytes,
     # The released checkpoint keeps the expert matrices in MXFP4 (blocks + scales); BF16 copies
     # (and our exports) use transformers' dequantised layout, which is ours.
     adapter=StateDictAdapter(
