@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from shardzoo.bench.step import Goal, Preset, Side, StepBenchmark, main
+from shardzoo.device import CUDA, NPU
 
 CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=8, attention_head_dim=64, in_channels=16, out_channels=16,
               text_dim=512, freq_dim=256, ffn_dim=1536, num_layers=4, cross_attn_norm=True,
@@ -21,6 +22,11 @@ PRESETS = {
     # For tests/test_benchmarks.py: the harness end to end in a second.
     "tiny": Preset(dict(CONFIG, num_attention_heads=2, attention_head_dim=32, text_dim=32, freq_dim=32, ffn_dim=128,
                         num_layers=1), seq=2 * 4 * 4, extra={"latent": [16, 2, 8, 8], "text_tokens": 8}),
+    # Wan2.1-T2V-1.3B as released (configs/wan2.1-t2v-1.3b/config.json) on a 480 x 832, 17-frame clip:
+    # 5 latent frames of 60 x 104 (7800 video tokens) and 512 text tokens.
+    "1.3b": Preset(dict(CONFIG, num_attention_heads=12, attention_head_dim=128, text_dim=4096, ffn_dim=8960,
+                        num_layers=30), seq=5 * 30 * 52, batch=1,
+                   extra={"latent": [16, 5, 60, 104], "text_tokens": 512}),
 }
 
 
@@ -49,7 +55,7 @@ BENCHMARK = StepBenchmark(
     model="wan", reference="diffusers", presets=PRESETS, build=build, blocks=("blocks.{*}",),
     describe="both: flow-matching MSE through the DiT (SDPA); ours: shardzoo_wan.WanTransformer3DModel; "
              "diffusers: WanTransformer3DModel",
-    goals=(Goal("step_time", 1.0),), steps=9)
+    goals=(Goal("step_time", 1.0),), steps=9, default_preset={CUDA: "1.3b", NPU: "1.3b"})
 
 
 if __name__ == "__main__":
