@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu_check.sh --dry-run          # every stage on tiny shapes on the CPU (no install)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-python3}
 if [[ " $* " != *" --dry-run "* ]]; then
     "$PYTHON" -m pip install --quiet --no-deps --no-build-isolation \
         -e core -e models/qwen3 -e models/gpt_oss -e models/internvl -e models/wan
