@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py [--out DIR] [--dry-run]      (benchmarks/gpu_check.sh installs first)
 
 Stages, each under its own time limit, each writing its log and files under DIR:
-  cuda-tests   every CUDA backend against its reference (fp32 and bf16), flex attention with windows,
+  op-tests     every CUDA backend against its reference (fp32 and bf16), flex attention with windows,
                sinks and documents, torch._grouped_mm in bf16 (core/tests/test_cuda_ops.py)
   qwen3-step   our training step vs transformers' at Qwen3-1.7B, seq 4096, bf16: tokens/s, MFU, peak memory
   moe-layer    GPT-OSS-20B's expert layer (32 experts, top-4), grouped GEMM vs the loop, bf16, with MFU
@@ -25,6 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
+
+from shardzoo import device as devices
+from shardzoo.device import CPU, CUDA
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("qwen3", "gpt_oss", "internvl", "wan")
@@ -49,7 +52,7 @@ def _py(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def cuda_tests(folder: Path, dry: bool) -> list[list[str]]:
+def op_tests(folder: Path, dry: bool) -> list[list[str]]:
     return [_py("-m", "pytest", "-q", "-p", "no:cacheprovider", "core/tests/test_cuda_ops.py")]
 
 
@@ -60,8 +63,8 @@ def pytest_figures(folder: Path, log: str) -> dict:
 
 def step_bench(model: str, preset: str) -> Callable[[Path, bool], list[list[str]]]:
     def commands(folder: Path, dry: bool) -> list[list[str]]:
-        args = ["--device", "cpu", "--preset", "tiny", "--no-memory", "--steps", "1", "--warmup", "1"] if dry else \
-            ["--device", "cuda", "--preset", preset, "--steps", "5"]
+        args = ["--device", CPU, "--preset", "tiny", "--no-memory", "--steps", "1", "--warmup", "1"] if dry else \
+            ["--device", CUDA, "--preset", preset, "--steps", "5"]
         return [_py(f"models/{model}/benchmarks/bench_step.py", *args, "--out-dir", str(folder))]
     return commands
 
@@ -82,7 +85,7 @@ def step_figures(folder: Path, log: str) -> dict:
 def moe_layer(folder: Path, dry: bool) -> list[list[str]]:
     shape = ["--tokens", "256", "--hidden", "64", "--inter", "64", "--experts", "4", "--top-k", "2", "--reps", "1"] \
         if dry else ["--tokens", "16384", "--hidden", "2880", "--inter", "2880", "--experts", "32", "--top-k", "4",
-                     "--device", "cuda", "--dtype", "bf16"]
+                     "--device", CUDA, "--dtype", "bf16"]
     return [_py("benchmarks/moe_layer.py", *shape, "--out", str(folder / "moe_layer.json"))]
 
 
@@ -101,7 +104,7 @@ def diffusers_missing() -> Optional[str]:
 
 
 def train(folder: Path, dry: bool) -> list[list[str]]:
-    device = "cpu" if dry else "cuda"
+    device = CPU if dry else CUDA
     runs = [(pkg, pkg, []) for pkg in PACKAGES] + [("qwen3", "qwen3-compiled", ["--parallel.compile", "true"])]
     return [["bash", f"models/{pkg}/tune_tiny.sh", "--training.device", device, "--training.max_steps", "2",
              "--training.logging_steps", "1", "--training.save_steps", "0", "--training.progress_bar", "false",
@@ -120,7 +123,7 @@ def train_figures(folder: Path, log: str) -> dict:
 
 
 STAGES = [
-    Stage("cuda-tests", 110, cuda_tests, pytest_figures),
+    Stage("op-tests", 110, op_tests, pytest_figures),
     Stage("qwen3-step", 120, step_bench("qwen3", "1.7b"), step_figures),
     Stage("moe-layer", 45, moe_layer, moe_figures),
     Stage("wan-step", 90, step_bench("wan", "1.3b"), step_figures, diffusers_missing),
@@ -194,11 +197,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    if not args.dry_run and not torch.cuda.is_available():
-        print("gpu_check: torch sees no CUDA device; use --dry-run to exercise the stages on the CPU",
-              file=sys.stderr)
+    if not args.dry_run and devices.detect_device_type() != CUDA:
+        print("gpu_check: torch sees no NVIDIA GPU; use --dry-run to exercise the stages on the CPU", file=sys.stderr)
         return 2
-    device = "cpu (dry run)" if args.dry_run else torch.cuda.get_device_name()
+    device = "cpu (dry run)" if args.dry_run else devices.device_name(CUDA)
     if args.out is None:
         short = "cpu-dry-run" if args.dry_run else device.lower().replace("nvidia ", "").replace(" ", "-")
         args.out = REPO / "benchmarks" / "results" / f"gpu_check_{short}_{time.strftime('%Y-%m-%d')}"

@@ -13,7 +13,7 @@ import pytest
 from shardzoo.testing import training_env
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["cuda-tests", "qwen3-step", "moe-layer", "wan-step"]
+STAGES = ["op-tests", "qwen3-step", "moe-layer", "wan-step"]
 
 
 def dry_run(out: Path, stages: list[str]) -> dict:
@@ -30,7 +30,7 @@ def test_dry_run_runs_every_benchmark_stage(tmp_path):
     stages = summary["stages"]
     assert summary["dry_run"] and list(stages) == STAGES
     assert all(s["status"] == "ok" for s in stages.values()), stages
-    assert "passed" in stages["cuda-tests"]["figures"]["pytest"]
+    assert "passed" in stages["op-tests"]["figures"]["pytest"]
     for step in ("qwen3-step", "wan-step"):
         figures = stages[step]["figures"]
         assert figures["tokens_per_s"] > 0 and figures["reference_tokens_per_s"] > 0
