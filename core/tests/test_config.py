@@ -134,6 +134,13 @@ def test_hf_config_keys_are_overridable(minimal_raw):
     assert apply_overrides({}, ["--model.hf_config.vocab_size", "8"]) == {"model": {"hf_config": {"vocab_size": 8}}}
     with pytest.raises(ConfigError, match=r"override --training.lr.x: expected exactly --section.key"):
         apply_overrides({}, ["--training.lr.x", "1"])
+    # A vision-language config nests its language model's: deeper keys reach it, the rest stays.
+    nested = {"model": {"hf_config": {"text_config": {"hidden_size": 64, "vocab_size": 8}}}}
+    assert apply_overrides(nested, ["--model.hf_config.text_config.hidden_size", "128",
+                                    "--model.hf_config.vision_config.patch_size", "14"])["model"]["hf_config"] == {
+        "text_config": {"hidden_size": 128, "vocab_size": 8}, "vision_config": {"patch_size": 14}}
+    with pytest.raises(ConfigError, match=r"text_config.hidden_size is 128, not a mapping"):
+        apply_overrides(nested, ["--model.hf_config.text_config.hidden_size.x", "1"])
 
 
 def test_fsdp2_file_keys_and_aliases(minimal_raw, tmp_path):

@@ -38,10 +38,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `--section.key value` / `--section.key=value` pairs (values parsed as YAML)."""
     for dotted, text in override_pairs(overrides):
         parts = dotted.split(".")
-        # model.hf_config is the free-form config.json dict: its keys are one level deeper.
-        free_form = len(parts) == 3 and parts[:2] == ["model", "hf_config"]
+        # model.hf_config is the free-form config.json dict: its keys are deeper, nested ones too
+        # (--model.hf_config.text_config.hidden_size).
+        free_form = len(parts) >= 3 and parts[:2] == ["model", "hf_config"]
         if len(parts) != 2 and not free_form:
-            raise ConfigError(f"override --{dotted}: expected exactly --section.key (or --model.hf_config.KEY), "
+            raise ConfigError(f"override --{dotted}: expected exactly --section.key (or --model.hf_config.KEY[.KEY]), "
                               f"sections: {', '.join(SECTIONS)}")
         section, key = parts[:2]
         if section not in SECTIONS:
@@ -51,9 +52,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if target is None:
             target = raw[section] = {}
         if free_form:
-            if target.get(key) is None:
-                target[key] = {}
-            target, key = target[key], parts[2]
+            for i, inner in enumerate(parts[2:]):
+                if target.get(key) is None:
+                    target[key] = {}
+                if not isinstance(target[key], dict):
+                    raise ConfigError(f"override --{dotted}: {'.'.join(parts[:2 + i])} is {target[key]!r}, not a "
+                                      "mapping, so it has no key " + inner)
+                target, key = target[key], inner
         try:
             target[key] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
