@@ -49,6 +49,9 @@ def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, 
         tmp = out / f".{name}.tmp"
         save_file(tensors, str(tmp))
         os.replace(tmp, out / name)
+    if rows:  # what a row's latents are, for `shardzoo plan` and the trainer's checks without opening a shard
+        with safe_open(str(out / index["shards"][0]["file"]), framework="pt") as f:
+            index["latent_shape"] = list(f.get_slice(f"{index['shards'][0]['first']}.latents").get_shape())
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
 
@@ -79,6 +82,8 @@ class FeatureStore:
 
     def latent_shape(self) -> tuple[int, ...]:
         """[C, T', H', W'] of the latents (every row has the extraction's one video size)."""
+        if "latent_shape" in self.index:
+            return tuple(self.index["latent_shape"])
         with safe_open(str(self._shard(0)), framework="pt") as f:
             return tuple(f.get_slice("0.latents").get_shape())
 

@@ -39,8 +39,8 @@ def flops_per_token(config: WanConfig, seq_len: int) -> float:
 
 
 def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
-    """`shardzoo plan`'s estimate per rank for one micro-batch of task.num_frames x height x width clips
-    (the VAE from the DiT's channels: 16 -> Wan2.1's 4 x 8 x 8, 48 -> Wan2.2's 4 x 16 x 16), tokens / cp:
+    """`shardzoo plan`'s estimate per rank for one micro-batch of the run's latents (the extracted
+    features', or the VAE's for task.num_frames x height x width), tokens / cp:
     every block saves its input; a block's internals (self-attention: modulated input, q, k, v, roped
     q, k, output; cross-attention: normed input, q, output; FFN: modulated input, two ffn_dim
     activations, output = 14 D + 2 F in param_dtype, plus ~6 D of fp32 norm / modulation temporaries)
@@ -51,12 +51,11 @@ def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
     gathered inputs (3 D) hold all tokens."""
     from shardzoo.parallel.fsdp import to_dtype
 
-    from .task import options
+    from .task import latent_shape_of
 
-    o = options(cfg)
-    spatial = 16 if config.in_channels == 48 else 8
+    _, frames, height, width = latent_shape_of(cfg)
     pt, ph, pw = config.patch_size
-    tokens = ((o.num_frames - 1) // 4 + 1) // pt * (o.height // spatial // ph) * (o.width // spatial // pw)
+    tokens = frames // pt * (height // ph) * (width // pw)
     n = cfg.training.per_device_train_batch_size * -(-tokens // cfg.parallel.cp_size)
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
     dim = config.num_attention_heads * config.attention_head_dim

@@ -75,6 +75,19 @@ class FlowMatchingOptions:
     timestep 0 on its tokens, left out of the loss); 0 = text-to-video only."""
 
 
+def latent_shape_of(cfg) -> tuple[int, ...]:
+    """[C, T', H', W'] of the latents a run trains on: the extracted features', or what its VAE makes of
+    task.num_frames x height x width."""
+    o = options(cfg)
+    if o.features is not None:
+        return FeatureRows(o.features, o.text_len).store.latent_shape()
+    from diffusers import AutoencoderKLWan
+
+    from .encoders import latent_shape
+
+    return latent_shape(AutoencoderKLWan.load_config(str(resolve_path(o.vae))), o.num_frames, o.height, o.width)
+
+
 def options(cfg) -> FlowMatchingOptions:
     """The task section, checked: ConfigError naming the key for anything wrong."""
     o = build_section(FlowMatchingOptions, cfg.task, "task")
@@ -293,21 +306,17 @@ class FlowMatchingTask(Task):
         patch = np.prod(hf_config.patch_size)
         if o.features is not None:
             rows = FeatureRows(o.features, o.text_len)
-            shape, source, skipped = rows.store.latent_shape(), f"features {rows.store.folder}", 0
+            source, skipped = f"features {rows.store.folder}", 0
             if d.max_samples is not None:
                 raise ConfigError("data.max_samples: not applied to extracted features; extract fewer rows instead")
         else:
-            from diffusers import AutoencoderKLWan
-
-            from .encoders import latent_shape
             from .rows import read_video_rows
 
             video_source = _video_source(cfg)
             found, skipped = read_video_rows(video_source.path, video_source.columns, d.skip_bad_rows)
             rows = ClipRows(found[:d.max_samples], o)
-            vae_config = AutoencoderKLWan.load_config(str(resolve_path(o.vae)))
-            shape = latent_shape(vae_config, o.num_frames, o.height, o.width)
             source = f"{video_source.path} (encoded online)"
+        shape = latent_shape_of(cfg)
         if shape[0] != hf_config.in_channels:
             raise ConfigError(f"task: the latents have {shape[0]} channels but the DiT's in_channels is "
                               f"{hf_config.in_channels}; use the VAE (or features) the model was trained with")

@@ -31,13 +31,23 @@ def test_unknown_config_key_is_named():
         WanConfig.from_dict({"_class_name": "WanTransformer3DModel", "num_layer": 2})
 
 
-@pytest.mark.parametrize("train_config,model,cp,tokens", [
-    ("tune_wan2_1_t2v_1_3b.yaml", "wan2.1-t2v-1.3b", 1, 21 * 30 * 52),
-    ("tune_wan2_1_t2v_14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52),
-    ("tune_wan2_2_t2v_a14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52),  # each expert has the 14B shapes
-    ("tune_wan2_2_ti2v_5b.yaml", "wan2.2-ti2v-5b", 1, 31 * 22 * 40),
+# An extraction of the released video sizes (81 x 480 x 832; TI2V-5B 121 x 704 x 1280) as index.json
+# records it: Wan2.1's VAE makes 16 x 21 x 60 x 104 latents, Wan2.2's 48 x 31 x 44 x 80.
+WAN21_LATENTS, WAN22_LATENTS = [16, 21, 60, 104], [48, 31, 44, 80]
+
+
+def _features(folder, latents) -> str:
+    (folder / "index.json").write_text(json.dumps({"rows": 1, "text_len": 512, "shards": [], "latent_shape": latents}))
+    return str(folder)
+
+
+@pytest.mark.parametrize("train_config,model,cp,tokens,latents", [
+    ("tune_wan2_1_t2v_1_3b.yaml", "wan2.1-t2v-1.3b", 1, 21 * 30 * 52, WAN21_LATENTS),
+    ("tune_wan2_1_t2v_14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52, WAN21_LATENTS),
+    ("tune_wan2_2_t2v_a14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52, WAN21_LATENTS),  # each expert: 14B shapes
+    ("tune_wan2_2_ti2v_5b.yaml", "wan2.2-ti2v-5b", 1, 31 * 22 * 40, WAN22_LATENTS),
 ])
-def test_training_configs_fit_eight_64gb_devices(tmp_path, train_config, model, cp, tokens):
+def test_training_configs_fit_eight_64gb_devices(tmp_path, train_config, model, cp, tokens, latents):
     """The 8-device configs parse, pass the task's checks, split their video tokens and heads over cp,
     and fit 64 GB per device by `shardzoo plan` (the features folder stands in for an extraction)."""
     from shardzoo.config import load_config
@@ -46,9 +56,8 @@ def test_training_configs_fit_eight_64gb_devices(tmp_path, train_config, model, 
     from shardzoo_wan.spec import activation_bytes
     from shardzoo_wan.task import FlowMatchingTask
 
-    (tmp_path / "index.json").write_text('{"rows": 1, "text_len": 512, "shards": []}')
     cfg = load_config(CONFIGS / train_config, ["--model.model_name_or_path", str(CONFIGS / model),
-                                               "--task.features", str(tmp_path)])
+                                               "--task.features", _features(tmp_path, latents)])
     spec, config = resolve_model(cfg)
     FlowMatchingTask.check_config(cfg, spec, config)
     assert cfg.parallel.cp_size == cp and tokens % cp == 0 and config.num_attention_heads % cp == 0
@@ -67,8 +76,8 @@ def test_tensor_parallel_plan_of_the_14b_config(tmp_path):
     from shardzoo.config import load_config
     from shardzoo.plan import plan_memory
 
-    (tmp_path / "index.json").write_text('{"rows": 1, "text_len": 512, "shards": []}')
-    common = ["--model.model_name_or_path", str(CONFIGS / "wan2.1-t2v-14b"), "--task.features", str(tmp_path),
+    common = ["--model.model_name_or_path", str(CONFIGS / "wan2.1-t2v-14b"),
+              "--task.features", _features(tmp_path, WAN21_LATENTS),
               "--parallel.cp_size", "1"]
     one = plan_memory(load_config(CONFIGS / "tune_wan2_1_t2v_14b.yaml", common), world=8)
     tp = plan_memory(load_config(CONFIGS / "tune_wan2_1_t2v_14b.yaml", common + ["--parallel.tp_size", "2"]), world=8)

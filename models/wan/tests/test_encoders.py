@@ -54,6 +54,7 @@ def test_offline_features_equal_online_encoding(tmp_path):
     main(args)
     index = json.loads((tmp_path / "features/index.json").read_text())
     assert index["rows"] == 6 and [s["count"] for s in index["shards"]] == [4, 2]
+    assert index["latent_shape"] == [4, 3, 16, 16]  # the tiny VAE: 4 channels, 5 frames -> 3, 32 px -> 16
     rows = json.loads((REPO / "data/video_sample.json").read_text())
     video, text = VideoEncoder(tiny_vae()), TextEncoder(tiny_umt5(), load_tokenizer(str(REPO / "data/tokenizer")), 24)
     for i in (0, 5):  # a frame folder and an MPEG-4 file, in different shards
