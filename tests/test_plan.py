@@ -41,6 +41,28 @@ def test_tiny_plan_matches_hand_computed_totals(ep):
                           + plan.activations)
 
 
+def test_resume_export_and_offload_figures():
+    """The other peaks by hand: a resume creates the optimizer's state by a zero step (CPU: then maps the
+    rank's checkpoint file, parameters and state again, plus one read buffer of the largest shard); the
+    export holds its largest tensor three times (fp32 checkpoint, fp32 export: no copy) plus its fixed
+    runtime; offloading on an accelerator moves the sharded state to the host."""
+    from shardzoo.plan import EXPORT_RUNTIME_BYTES
+
+    base = ["--training.output_dir", "unused"]
+    cpu = plan_memory(load_config(TINY, base), world=2)
+    largest_shard = V * H * 4 // 2  # the embedding's (and the head's) half
+    assert cpu.resume == 2 * (cpu.params + cpu.optimizer) + largest_shard
+    assert cpu.export == 3 * V * H * 4 + EXPORT_RUNTIME_BYTES  # the embedding (the head: as large)
+    accelerator = plan_memory(load_config(TINY, base + ["--training.device", "cuda"]), world=2)
+    assert accelerator.resume == accelerator.params + accelerator.grads + accelerator.optimizer
+    offloaded = plan_memory(load_config(TINY, base + ["--training.device", "cuda", "--parallel.offload_to_cpu",
+                                                      "true"]), world=2)
+    assert offloaded.total == accelerator.total - (accelerator.params + accelerator.grads + accelerator.optimizer)
+    assert offloaded.resume == 0 and "[host]" in offloaded.rows()[0][0]
+    # On the CPU there is no host to offload to: the same figures.
+    assert plan_memory(load_config(TINY, base + ["--parallel.offload_to_cpu", "true"]), world=2).total == cpu.total
+
+
 def test_recompute_shrinks_the_activation_estimate():
     cfg = load_config(TINY, ["--training.output_dir", "unused"])
     with_recompute = load_config(TINY, ["--training.output_dir", "unused", "--parallel.recompute", "true"])

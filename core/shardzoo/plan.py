@@ -5,7 +5,8 @@ parallel, recompute, FSDP2) over a fake process group of the requested world siz
 sharded sizes are the real ones (FSDP's padding included). Reported for rank 0, which holds the
 largest shards:
 
-  parameters   local shards, in the dtype they are stored (fp32 master weights)
+  parameters   local shards, in the dtype they are stored (fp32 master weights); with
+               parallel.offload_to_cpu on an accelerator these three rows are host memory, outside the total
   gradients    the same shapes and dtype (FSDP2 keeps sharded gradients)
   optimizer    AdamW: exp_avg and exp_avg_sq, fp32, per local element
   gathered     unsharded parameters in param_dtype while computing: the root unit (embeddings,
@@ -27,6 +28,20 @@ largest shards:
                probabilities); plus the loss chunk's fp32
                logits and their gradient (loss_chunk_size x vocab x 4 x 2). For vision-language
                models the language model's; the vision tower's (per image tile) are not included.
+
+Two more peaks, apart from training's:
+
+  resume       loading a checkpoint: the optimizer's state is created by a zero step (parameters,
+               zero gradients and state), then read into; on CPU the rank's checkpoint file is mapped
+               while it is read, so its pages (parameters + optimizer state, reclaimable file cache)
+               count in the resident set on top of the state, plus one read buffer of the largest
+               tensor shard. Accelerators read through host memory: only the first sum is device memory.
+  export       `shardzoo export` (host memory per rank), an upper bound: the largest group of tensors
+               converted together, held three times in the checkpoint's dtype (the read target, the
+               mapped file pages, the reader's slice: the worst case, a tensor saved whole by one rank;
+               saved in shards, the last two hold one shard at a time), plus once in the export dtype
+               when converting copies it (a dtype change, tensors joined), plus the checksum buffer and
+               the reader's runtime (EXPORT_RUNTIME_BYTES).
 """
 
 from __future__ import annotations
@@ -41,7 +56,10 @@ import torch.nn as nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from .checkpoint.adapter import StateDictAdapter
+from .checkpoint.export import conversion_units, export_dtype_of
 from .config import Config
+from .device import detect_device_type
 from .hub import resolve_hub_names
 from .moe import GroupedExperts
 from .parallel import build_meshes
@@ -51,6 +69,9 @@ from .train.build import build_model
 from .train.hf_config import resolve_model, text_config
 
 ADAM_STATES = 2
+# Export's fixed cost: the manifest check's 8 MiB checksum buffer and ~5 MiB of reader runtime (the
+# intercept of peak vs largest tensor over 16-99 MiB tensors, benchmarks/export_memory.py).
+EXPORT_RUNTIME_BYTES = 13 * 2**20
 
 
 @dataclass
@@ -63,14 +84,21 @@ class MemoryPlan:
     gathered: int
     reduction: int
     activations: int
+    resume: int = 0
+    export: int = 0
+    offloaded: bool = False
+    """parallel.offload_to_cpu on an accelerator: the sharded state lives in host memory, not the device's."""
 
     @property
     def total(self) -> int:
-        return self.params + self.grads + self.optimizer + self.gathered + self.reduction + self.activations
+        """Device memory (CPU training: the process's)."""
+        state = 0 if self.offloaded else self.params + self.grads + self.optimizer
+        return state + self.gathered + self.reduction + self.activations
 
     def rows(self) -> list[tuple[str, int]]:
-        return [("parameters (sharded)", self.params), ("gradients (sharded)", self.grads),
-                ("optimizer state (AdamW)", self.optimizer), ("gathered for compute", self.gathered),
+        host = " [host]" if self.offloaded else ""
+        return [("parameters (sharded)" + host, self.params), ("gradients (sharded)" + host, self.grads),
+                ("optimizer state (AdamW)" + host, self.optimizer), ("gathered for compute", self.gathered),
                 ("gradients being reduced", self.reduction),
                 ("activations (estimate)", self.activations), ("total", self.total)]
 
@@ -129,6 +157,30 @@ def _reduction_bytes(root: int, block: int, cfg: Config) -> int:
     return root * width + block * (width + reduce_width)
 
 
+def _resume_bytes(params: int, grads: int, optimizer: int, largest_shard: int, device: str, offloaded: bool) -> int:
+    """The resume peak described in the module docstring (offloaded: all of it is host memory)."""
+    created = params + grads + optimizer
+    if device != "cpu":
+        return 0 if offloaded else created
+    return max(created, 2 * (params + optimizer) + largest_shard)
+
+
+def _export_bytes(model: nn.Module, spec, hf_config, export_dtype: str) -> int:
+    """The export peak described in the module docstring, from the model's full (unsharded) shapes."""
+    specs = {name: (p.shape, p.dtype) for name, p in model.named_parameters()}
+    adapter = spec.adapter if spec is not None else StateDictAdapter()
+    raw = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+    out = export_dtype_of(export_dtype, raw, specs).itemsize
+    units = conversion_units(list(specs), specs, adapter, hf_config)
+
+    def held(unit: list[str]) -> int:
+        # The converted copy exists when the dtype changes or tensors are joined; a rename is the tensor itself.
+        copied = len(unit) > 1 or any(specs[n][1].itemsize != out for n in unit)
+        return sum(specs[n][0].numel() * (3 * specs[n][1].itemsize + (out if copied else 0)) for n in unit)
+
+    return max(map(held, units), default=0) + EXPORT_RUNTIME_BYTES
+
+
 def activation_bytes(cfg: Config, hf_config, recompute: bool, head_norms: bool = False) -> int:
     """The estimate described in the module docstring (the language model's; a vision tower's
     activations scale with image tiles and are not included). `head_norms`: q and k pass through a
@@ -182,6 +234,8 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         locals_ = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                       for p in built.task.parameters() if p.requires_grad)
         root, block = _unit_elements(built.task, shape.ep)
+        largest_shard = max((_nbytes(p) for p in built.task.parameters()), default=0)
+        export = _export_bytes(built.model, spec, hf_config, cfg.training.export_dtype)
     finally:
         dist.destroy_process_group()
     mesh = shape.describe()
@@ -190,13 +244,19 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         activations = spec.activation_bytes(cfg, hf_config, recompute)
     else:
         activations = activation_bytes(cfg, hf_config, recompute, bool(spec and spec.plan.tp.head_norms))
-    return MemoryPlan(world, mesh, params, trainable, ADAM_STATES * 4 * locals_, _gathered_bytes(root, block, cfg),
-                      _reduction_bytes(root, block, cfg), activations)
+    optimizer = ADAM_STATES * 4 * locals_
+    device = detect_device_type() if cfg.training.device == "auto" else cfg.training.device
+    offloaded = cfg.parallel.offload_to_cpu and device != "cpu"
+    return MemoryPlan(world, mesh, params, trainable, optimizer, _gathered_bytes(root, block, cfg),
+                      _reduction_bytes(root, block, cfg), activations,
+                      _resume_bytes(params, trainable, optimizer, largest_shard, device, offloaded), export, offloaded)
 
 
 def format_plan(plan: MemoryPlan, device_bytes: Optional[int]) -> str:
     lines = [f"per-rank memory, world {plan.world} ({plan.mesh}), rank 0:"]
     lines += [f"  {name:<26}{value / 2**30:10.3f} GiB" for name, value in plan.rows()]
+    lines += [f"  {'resuming (peak)':<26}{plan.resume / 2**30:10.3f} GiB   loading a checkpoint, before training",
+              f"  {'hf export (host, at most)':<26}{plan.export / 2**30:10.3f} GiB   per rank, shardzoo export"]
     if device_bytes is not None:
         verdict = "fits" if plan.total <= device_bytes else "does NOT fit"
         lines.append(f"  {verdict} in {device_bytes / 2**30:.1f} GiB per device "

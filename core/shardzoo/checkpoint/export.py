@@ -114,7 +114,7 @@ def _converted(units: list[list[str]], state_dir: Path, specs: dict, adapter: St
             yield key, tensor.to(dtype)
 
 
-def _export_dtype(name: str, config: dict, specs: dict) -> torch.dtype:
+def export_dtype_of(name: str, config: dict, specs: dict) -> torch.dtype:
     if name != "auto":
         return _DTYPES[name]
     declared = config.get("dtype") or config.get("torch_dtype")
@@ -176,7 +176,7 @@ def export_hf(checkpoint: Path, out_dir: Path, *, adapter: StateDictAdapter, hf_
     raw = json.loads((hf_src / "config.json").read_text())
     state_dir = checkpoint / "state"
     specs = dcp_state.model_tensor_specs(state_dir)
-    out_dtype = _export_dtype(dtype, raw, specs)
+    out_dtype = export_dtype_of(dtype, raw, specs)
     shards = plan_shards(specs, torch.empty((), dtype=out_dtype).element_size(), max_shard_bytes)
     stem = weights_stem(raw)
     names = ([f"{stem}.safetensors"] if len(shards) == 1 else

@@ -212,10 +212,14 @@ def _train(cfg: Config, spec, hf_config, device_type: str, rank: int, local_rank
     result = TrainResult(metrics_path=str(writer.path))
     start_step = 0
     if resume_from is not None:
+        # The load's own peak (the optimizer state is created, then read into), for `shardzoo plan`'s resume row.
+        devices.reset_peak_memory(device_type)
         start_step = checkpointer.load(resume_from, run_state, steps)
         checkpointer.start_timeline(resume_from, start_step)
         result.resumed_from, result.steps = str(resume_from), start_step
-        writer.write({"step": start_step, "resumed_from": str(resume_from)})
+        writer.write({"step": start_step, "resumed_from": str(resume_from),
+                      "resume_peak_memory_gib": gib(devices.peak_memory_bytes(device_type)),
+                      "memory_before_model_gib": gib(memory_before_model)})
     elif rank == 0 and t.resume == "auto":
         log.info("no checkpoint in %s: starting from step 0", out_dir)
     throughput = Throughput(world, peak)
