@@ -49,6 +49,7 @@ def test_two_ranks_equal_one_process(single, tmp_path, ep, dispatcher):
     assert_same_curve(run, single)
 
 
+@pytest.mark.slow  # 4 ranks; CI loads this layout exactly (qwen3 test_sharded_import) and trains ep2
 def test_ep2_by_ep_fsdp2_on_four_ranks_equals_one_process(single, tmp_path):
     run = run_training(CONFIG, tmp_path, nproc=4, cwd=REPO,
                        overrides=COMMON + ["--training.per_device_train_batch_size", str(GLOBAL_BATCH // 4),
