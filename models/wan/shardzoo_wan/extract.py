@@ -27,6 +27,8 @@ from .encoders import TextEncoder, VideoEncoder
 from .rows import read_video_rows
 from .video import load_clip
 
+EMPTY_TEXT = "empty_text.safetensors"
+
 
 def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, *, frames: int, height: int,
             width: int, stride: int = 1, shard_size: int = 64) -> dict:
@@ -49,11 +51,20 @@ def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, 
         tmp = out / f".{name}.tmp"
         save_file(tensors, str(tmp))
         os.replace(tmp, out / name)
+    # The empty prompt's encoding, for text dropout (task.text_drop_prob): true tokens only, as each row's.
+    states, lengths = text.encode([""])
+    save_file({"text": states[0, :int(lengths[0])].float().contiguous()}, str(out / EMPTY_TEXT))
     if rows:  # what a row's latents are, for `shardzoo plan` and the trainer's checks without opening a shard
         with safe_open(str(out / index["shards"][0]["file"]), framework="pt") as f:
             index["latent_shape"] = list(f.get_slice(f"{index['shards'][0]['first']}.latents").get_shape())
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
+
+
+def _padded(states: torch.Tensor, text_len: int) -> torch.Tensor:
+    padded = states.new_zeros(text_len, states.shape[-1])
+    padded[:len(states)] = states[:text_len]
+    return padded
 
 
 class FeatureStore:
@@ -91,9 +102,17 @@ class FeatureStore:
         """(latents, text states zero-padded to text_len) of row i."""
         with safe_open(str(self._shard(i)), framework="pt") as f:
             latents, states = f.get_tensor(f"{i}.latents"), f.get_tensor(f"{i}.text")
-        padded = states.new_zeros(self.text_len, states.shape[-1])
-        padded[:len(states)] = states[:self.text_len]
-        return latents, padded
+        return latents, _padded(states, self.text_len)
+
+    def empty_text(self) -> torch.Tensor:
+        """The empty prompt's states zero-padded to text_len [text_len, d]; DataError when the extraction
+        predates them."""
+        path = self.folder / EMPTY_TEXT
+        if not path.is_file():
+            raise DataError(f"{path} does not exist (an extraction before text dropout); rerun python -m "
+                            "shardzoo_wan.extract with the same --out: it keeps the finished shards and adds it")
+        with safe_open(str(path), framework="pt") as f:
+            return _padded(f.get_tensor("text"), self.text_len)
 
 
 def load_features(folder: Path, i: int, text_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,11 +28,11 @@ import torch.nn as nn
 from shardzoo.config import ConfigError, build_section, resolve_path
 from shardzoo.data.dataset_info import resolve_sources
 from shardzoo.data.evaluation import eval_data_config, eval_loader, split_validation
-from shardzoo.data.loader import StepLoader, TensorFields
-from shardzoo.errors import DataError
+from shardzoo.data.loader import StepLoader
 from shardzoo.train.task import Task
 
 from .flow_matching import SigmaSampler, flow_matching_loss
+from .video_batches import ClipRows, FeatureRows, VideoCollate
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class FlowMatchingOptions:
     first_frame_clean: float = 0.0
     """Wan2.2 TI2V: probability that a sample trains image-to-video (its first latent frame clean,
     timestep 0 on its tokens, left out of the loss); 0 = text-to-video only."""
+    text_drop_prob: float = 0.0
+    """Probability that a sample trains on the empty prompt's encoding instead of its caption's, so the
+    model also learns the unconditional prediction classifier-free guidance needs (e.g. 0.1); drawn
+    from the sample's own generator."""
 
 
 def latent_shape_of(cfg) -> tuple[int, ...]:
@@ -115,8 +119,9 @@ def options(cfg) -> FlowMatchingOptions:
                 raise ConfigError(f"task.{key}: must be >= 1")
     if o.text_len < 1:
         raise ConfigError("task.text_len: must be >= 1")
-    if not 0.0 <= o.first_frame_clean <= 1.0:
-        raise ConfigError(f"task.first_frame_clean: {o.first_frame_clean} is a probability in [0, 1]")
+    for key in ("first_frame_clean", "text_drop_prob"):
+        if not 0.0 <= getattr(o, key) <= 1.0:
+            raise ConfigError(f"task.{key}: {getattr(o, key)} is a probability in [0, 1]")
     try:
         sampler(o)
     except ValueError as exc:
@@ -126,103 +131,6 @@ def options(cfg) -> FlowMatchingOptions:
 
 def sampler(o: FlowMatchingOptions) -> SigmaSampler:
     return SigmaSampler(o.sigma_sampling, o.logit_mean, o.logit_std, o.shift, o.sigma_low, o.sigma_high)
-
-
-def sample_seed(seed: int, key: int) -> int:
-    """The generator seed of one sample draw (training seed x draw key), well mixed, < 2^63."""
-    return int(np.random.SeedSequence([seed, int(key)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-@dataclass
-class VideoBatch(TensorFields):
-    seeds: torch.Tensor
-    """[B] int64: each sample's generator seed (sample_seed)."""
-    weights: torch.Tensor
-    """[B] 1 for a live sample, 0 for a filler of an epoch's last step."""
-    tokens_per_sample: int
-    """Video tokens of one sample (latent frames x H/2 x W/2)."""
-    cp_size: int = 1
-    latents: Optional[torch.Tensor] = None
-    """[B, C, T', H', W'] normalised VAE latents (features)."""
-    text: Optional[torch.Tensor] = None
-    """[B, text_len, d] umT5 states, zero-padded (features)."""
-    clips: Optional[torch.Tensor] = None
-    """[B, 3, T, H, W] in [-1, 1] (online)."""
-    prompts: Optional[list[str]] = None
-    """Captions (online)."""
-
-    @property
-    def loss_normalizer(self) -> float:
-        return float(self.weights.sum()) / self.cp_size
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.weights.sum()) * self.tokens_per_sample // self.cp_size
-
-    @property
-    def attention_length(self) -> int:
-        return self.tokens_per_sample
-
-    def inputs(self) -> dict:
-        return {"seeds": self.seeds, "weights": self.weights, "latents": self.latents, "text": self.text,
-                "clips": self.clips, "prompts": self.prompts}
-
-
-class FeatureRows:
-    """Extracted features, one (latents, text) per row."""
-
-    def __init__(self, folder: str, text_len: int):
-        from .extract import FeatureStore
-
-        self.store = FeatureStore(resolve_path(folder), text_len)
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, i: int) -> dict:
-        latents, text = self.store[i]
-        return {"latents": latents, "text": text}
-
-
-class ClipRows:
-    """Video-caption rows decoded to clips (online encoding)."""
-
-    def __init__(self, rows: list, o: FlowMatchingOptions):
-        self.rows, self.o = rows, o
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        from .video import load_clip
-
-        row, o = self.rows[i], self.o
-        try:
-            clip = load_clip(row.video, o.num_frames, o.height, o.width, o.frame_stride)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{row.where}: {exc}") from exc
-        return {"clip": clip, "caption": row.caption}
-
-
-@dataclass
-class VideoCollate:
-    """Samples of one micro-batch -> a VideoBatch (every rank of a cp group builds the same one)."""
-
-    seed: int
-    tokens_per_sample: int
-    cp_size: int = 1
-
-    def __call__(self, samples: list[dict], masked: np.ndarray, keys: np.ndarray) -> VideoBatch:
-        batch = VideoBatch(seeds=torch.tensor([sample_seed(self.seed, k) for k in keys], dtype=torch.int64),
-                           weights=torch.from_numpy(~np.asarray(masked)).float(),
-                           tokens_per_sample=self.tokens_per_sample, cp_size=self.cp_size)
-        if "latents" in samples[0]:
-            batch.latents = torch.stack([s["latents"] for s in samples])
-            batch.text = torch.stack([s["text"] for s in samples])
-        else:
-            batch.clips = torch.stack([s["clip"] for s in samples])
-            batch.prompts = [s["caption"] for s in samples]
-        return batch
 
 
 @dataclass
@@ -261,12 +169,19 @@ class OnlineEncoders:
                                 AutoTokenizer.from_pretrained(str(resolve_path(o.tokenizer))), o.text_len)
         self.device: Optional[torch.device] = None
 
+    def to(self, device: torch.device) -> None:
+        if self.device != device:
+            self.video.vae.to(device)
+            self.text.model.to(device)
+            self.device = device
+
     def __call__(self, clips: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.device != clips.device:
-            self.video.vae.to(clips.device)
-            self.text.model.to(clips.device)
-            self.device = clips.device
+        self.to(clips.device)
         return self.video(clips), self.text(prompts).float()
+
+    def empty_text(self) -> torch.Tensor:
+        """The empty prompt's states [text_len, d], as the features' extraction stores them."""
+        return self.text([""])[0].float().cpu()
 
 
 class FlowMatchingTask(Task):
@@ -275,12 +190,17 @@ class FlowMatchingTask(Task):
     casts_inputs = False  # x_t and the target are formed in fp32; the model input is cast here
 
     def __init__(self, model: nn.Module, sigma_sampler: SigmaSampler, first_frame_clean: float = 0.0,
-                 encoders: Optional[OnlineEncoders] = None, loss_copies: int = 1):
+                 encoders: Optional[OnlineEncoders] = None, loss_copies: int = 1, text_drop_prob: float = 0.0,
+                 empty_text: Optional[torch.Tensor] = None):
         super().__init__()
         self.model = model
         self.sampler, self.first_frame_clean = sigma_sampler, first_frame_clean
         self.encoders = encoders
         self.loss_copies = loss_copies
+        if text_drop_prob and empty_text is None:
+            raise ValueError("text dropout needs the empty prompt's encoding")
+        # Plain attributes, not buffers: nothing here is trained, sharded or checkpointed.
+        self.text_drop_prob, self.empty_text = text_drop_prob, empty_text
 
     @classmethod
     def check_config(cls, cfg, spec, hf_config) -> None:
@@ -347,18 +267,24 @@ class FlowMatchingTask(Task):
     def from_config(cls, model: nn.Module, cfg, hf_config) -> "FlowMatchingTask":
         o = options(cfg)
         encoders = OnlineEncoders(o) if o.features is None else None
-        return cls(model, sampler(o), o.first_frame_clean, encoders, loss_copies=cfg.parallel.cp_size)
+        empty_text = None
+        if o.text_drop_prob:
+            empty_text = encoders.empty_text() if encoders else FeatureRows(o.features, o.text_len).store.empty_text()
+        return cls(model, sampler(o), o.first_frame_clean, encoders, loss_copies=cfg.parallel.cp_size,
+                   text_drop_prob=o.text_drop_prob, empty_text=empty_text)
 
-    def draw(self, seeds: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sigma [B], clean_first_frame [B], noise [B, *shape]) from each sample's own generator, on the CPU
-        (the same numbers on every device type)."""
-        sigmas, clean, noise = [], [], []
+    def draw(self, seeds: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """(sigma [B], clean_first_frame [B], noise [B, *shape], text dropped [B]) from each sample's own
+        generator, on the CPU (the same numbers on every device type). The text draw comes last, so runs
+        without dropout keep the numbers they had before it existed."""
+        sigmas, clean, noise, dropped = [], [], [], []
         for seed in seeds.tolist():
             gen = torch.Generator().manual_seed(seed)
             sigmas.append(self.sampler.sample(1, gen))
             clean.append(torch.rand(1, generator=gen) < self.first_frame_clean)
             noise.append(torch.randn(shape, generator=gen))
-        return torch.cat(sigmas), torch.cat(clean), torch.stack(noise)
+            dropped.append(torch.rand(1, generator=gen) < self.text_drop_prob)
+        return torch.cat(sigmas), torch.cat(clean), torch.stack(noise), torch.cat(dropped)
 
     def forward(self, seeds: torch.Tensor, weights: torch.Tensor, normalizer: float | torch.Tensor,
                 latents: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None,
@@ -368,8 +294,10 @@ class FlowMatchingTask(Task):
             if self.encoders is None:
                 raise ValueError("a batch of clips reached a task without encoders (task.features is set)")
             latents, text = self.encoders(clips, prompts)
-        sigma, clean, noise = self.draw(seeds, tuple(latents.shape[1:]))
+        sigma, clean, noise, dropped = self.draw(seeds, tuple(latents.shape[1:]))
         device, dtype = latents.device, self.model.patch_embedding.weight.dtype  # the DiT's compute dtype
+        if dropped.any():
+            text = torch.where(dropped.to(device)[:, None, None], self.empty_text.to(device, text.dtype), text)
         clean = clean.to(device) if self.first_frame_clean else None
         return flow_matching_loss(self.model, latents, text, sigma.to(device), noise.to(device), normalizer,
                                   weights=weights, clean_first_frame=clean, dtype=dtype)

@@ -12,7 +12,8 @@ import torch
 from shardzoo.config import ConfigError, config_from_dict
 from shardzoo_wan import WanTransformer3DModel, tiny_config
 from shardzoo_wan.flow_matching import flow_matching_loss
-from shardzoo_wan.task import FlowMatchingTask, options, sample_seed, sampler
+from shardzoo_wan.task import FlowMatchingTask, options, sampler
+from shardzoo_wan.video_batches import sample_seed
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -37,17 +38,42 @@ def task_with(**task) -> FlowMatchingTask:
 def test_a_sample_draws_the_same_whatever_its_batch():
     task = task_with()
     seeds = torch.tensor([sample_seed(42, k) for k in (0, 7, 12)])
-    sigma, _, noise = task.draw(seeds, (4, 3, 8, 8))
+    sigma, _, noise, _ = task.draw(seeds, (4, 3, 8, 8))
     alone = task.draw(seeds[1:2], (4, 3, 8, 8))
     assert torch.equal(alone[0], sigma[1:2]) and torch.equal(alone[2], noise[1:2])
     assert not torch.equal(noise[0], noise[1])  # different samples, different noise
     assert sample_seed(42, 7) != sample_seed(43, 7)
 
 
+def test_text_dropout_swaps_in_the_empty_prompt_per_sample():
+    """The samples whose own draw drops their text train on the empty prompt's states, the others on their
+    caption's; the draw comes after the noise, so sigma and noise are those of a run without dropout."""
+    torch.manual_seed(0)
+    o = options(config({"features": None, "vae": "data", "text_encoder": "data", "tokenizer": "data",
+                        "text_drop_prob": 0.5}))
+    model = WanTransformer3DModel(tiny_config())
+    empty = torch.randn(5, 16)
+    task = FlowMatchingTask(model, sampler(o), text_drop_prob=o.text_drop_prob, empty_text=empty)
+    seen = {}
+    model.register_forward_pre_hook(lambda module, args: seen.update(text=args[2].clone()))
+    seeds = torch.tensor([sample_seed(42, k) for k in range(8)])
+    _, _, noise, dropped = task.draw(seeds, (4, 3, 8, 8))
+    assert 0 < int(dropped.sum()) < 8  # both kinds in the batch
+    assert torch.equal(task.draw(seeds[3:5], (4, 3, 8, 8))[3], dropped[3:5])  # a sample's own draw, any batch
+    assert torch.equal(noise, task_with().draw(seeds, (4, 3, 8, 8))[2])
+    text = torch.randn(8, 5, 16)
+    task(seeds, torch.ones(8), 8.0, latents=torch.randn(8, 4, 3, 8, 8), text=text)
+    for i in range(8):
+        assert torch.equal(seen["text"][i], empty if dropped[i] else text[i]), i
+    # A share near the probability over many samples (binomial: 1000 draws at p 0.5, sd 16).
+    many = task.draw(torch.tensor([sample_seed(42, k) for k in range(1000)]), (1,))[3]
+    assert 430 < int(many.sum()) < 570
+
+
 @pytest.mark.parametrize("expert,low,high", [("high noise", 0.875, 1.0), ("low noise", 0.0, 0.875)])
 def test_a14b_expert_draws_only_its_sigma_range(expert, low, high):
     task = task_with(sigma_sampling="logit_normal", shift=12.0, sigma_low=low, sigma_high=high)
-    sigma, _, _ = task.draw(torch.arange(4000), (1,))
+    sigma, _, _, _ = task.draw(torch.arange(4000), (1,))
     assert float(sigma.min()) >= low and float(sigma.max()) < high, expert
     # Shift 12 puts most mass near the top of each range (the exact distribution is checked against the
     # truncated shifted CDF in test_flow_matching.py); the draw reaches it, nothing piles up on a bound.
@@ -86,6 +112,8 @@ def test_clean_first_frame_keeps_x0_timestep_zero_and_no_loss():
      "task.num_frames: 80 must be 4n"),
     ({"vae": "data", "text_encoder": "data", "tokenizer": "data", "sigma_low": 0.9, "sigma_high": 0.5}, {},
      "task.sigma_low/sigma_high"),
+    ({"vae": "data", "text_encoder": "data", "tokenizer": "data", "text_drop_prob": 1.5}, {},
+     r"task.text_drop_prob: 1.5 is a probability in \[0, 1\]"),
     ({"vae": "data", "text_encoder": "data", "tokenizer": "data", "shfit": 3}, {}, "task.shfit: unknown key; did you "
      "mean 'shift'"),
     ({"vae": "data", "text_encoder": "data", "tokenizer": "data"}, {"data": {"packing": True}}, "data.packing: not"),

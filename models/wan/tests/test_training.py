@@ -50,18 +50,42 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_encoders, one_process, layou
     assert norms == pytest.approx(one_process[1], rel=GRAD_NORM_RTOL)
 
 
-def test_features_train_like_online_encoding(tmp_path, tiny_encoders, one_process):
+@pytest.fixture(scope="module")
+def features(tmp_path_factory, tiny_encoders) -> list[str]:
+    """The overrides that train on the sample rows' extracted features instead of encoding online."""
     from shardzoo_wan.extract import main as extract
 
+    out = tmp_path_factory.mktemp("features")
     extract(["--rows", str(REPO / "data/video_sample.json"), "--vae", str(tiny_encoders / "vae"), "--text-encoder",
-             str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"), "--out",
-             str(tmp_path / "features"), "--frames", "5", "--height", "32", "--width", "32", "--stride", "2",
-             "--text-len", "24", "--shard-size", "4"])
-    losses, _ = curve(run_training(CONFIG, tmp_path / "run", cwd=REPO, overrides=COMMON + [
-        "--task.features", str(tmp_path / "features"), "--task.vae", "null", "--task.text_encoder", "null",
-        "--task.tokenizer", "null"]))
+             str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"), "--out", str(out),
+             "--frames", "5", "--height", "32", "--width", "32", "--stride", "2", "--text-len", "24",
+             "--shard-size", "4"])
+    return ["--task.features", str(out)] + [a for key in ("vae", "text_encoder", "tokenizer")
+                                            for a in (f"--task.{key}", "null")]
+
+
+def test_features_train_like_online_encoding(tmp_path, features, one_process):
+    losses, _ = curve(run_training(CONFIG, tmp_path / "run", cwd=REPO, overrides=COMMON + features))
     # The VAE encodes one clip at a time in both; fp32, the same kernels: equal to 1e-6 (measured exact).
     assert losses == pytest.approx(one_process[0], rel=1e-6)
+
+
+def test_text_dropout_is_split_invariant_and_the_same_from_features(tmp_path, tiny_encoders, features, one_process):
+    """Half the samples train on the empty prompt: two ranks draw the same samples' dropout as one process
+    does, and extracted features carry the same empty prompt as online encoding."""
+    drop = ["--task.text_drop_prob", "0.5"]
+    online = curve(run_training(CONFIG, tmp_path / "online", cwd=REPO,
+                                overrides=COMMON + task_overrides(tiny_encoders) + drop))
+    two = curve(run_training(CONFIG, tmp_path / "two", nproc=2, cwd=REPO, timeout=300, overrides=COMMON + drop
+                             + task_overrides(tiny_encoders) + LAYOUTS["fsdp2"]))
+    extracted = curve(run_training(CONFIG, tmp_path / "features", cwd=REPO, overrides=COMMON + features + drop))
+    assert two[0] == pytest.approx(online[0], rel=RTOL) and two[1] == pytest.approx(online[1], rel=GRAD_NORM_RTOL)
+    assert extracted[0] == pytest.approx(online[0], rel=1e-6)
+    # The same sigma and noise as without dropout (the draw comes after them): step 1's loss is equal to the
+    # bit, its gradient is not (a sample of step 1 drops its text). The tiny random umT5's empty prompt is
+    # close to its captions, so the effect is small (1e-5 of the grad norm); that each sample's drop is its
+    # own draw whatever the batch is shown exactly by test_task.py.
+    assert online[0][0] == one_process[0][0] and online[1][0] != one_process[1][0]
 
 
 def test_resume_continues_the_curve_and_export_loads_in_diffusers(tmp_path, tiny_encoders):

@@ -1,0 +1,113 @@
+"""What a Wan training step reads: rows of extracted features or of clips, and the micro-batch they make.
+
+Each sample carries its draw key's generator seed (sample_seed), so its sigma, noise and text
+dropout are the same whatever the world size, batch split or context-parallel degree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from shardzoo.config import resolve_path
+from shardzoo.data.loader import TensorFields
+from shardzoo.errors import DataError
+
+
+def sample_seed(seed: int, key: int) -> int:
+    """The generator seed of one sample draw (training seed x draw key), well mixed, < 2^63."""
+    return int(np.random.SeedSequence([seed, int(key)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class VideoBatch(TensorFields):
+    seeds: torch.Tensor
+    """[B] int64: each sample's generator seed (sample_seed)."""
+    weights: torch.Tensor
+    """[B] 1 for a live sample, 0 for a filler of an epoch's last step."""
+    tokens_per_sample: int
+    """Video tokens of one sample (latent frames x H/2 x W/2)."""
+    cp_size: int = 1
+    latents: Optional[torch.Tensor] = None
+    """[B, C, T', H', W'] normalised VAE latents (features)."""
+    text: Optional[torch.Tensor] = None
+    """[B, text_len, d] umT5 states, zero-padded (features)."""
+    clips: Optional[torch.Tensor] = None
+    """[B, 3, T, H, W] in [-1, 1] (online)."""
+    prompts: Optional[list[str]] = None
+    """Captions (online)."""
+
+    @property
+    def loss_normalizer(self) -> float:
+        return float(self.weights.sum()) / self.cp_size
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.weights.sum()) * self.tokens_per_sample // self.cp_size
+
+    @property
+    def attention_length(self) -> int:
+        return self.tokens_per_sample
+
+    def inputs(self) -> dict:
+        return {"seeds": self.seeds, "weights": self.weights, "latents": self.latents, "text": self.text,
+                "clips": self.clips, "prompts": self.prompts}
+
+
+class FeatureRows:
+    """Extracted features, one (latents, text) per row."""
+
+    def __init__(self, folder: str, text_len: int):
+        from .extract import FeatureStore
+
+        self.store = FeatureStore(resolve_path(folder), text_len)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int) -> dict:
+        latents, text = self.store[i]
+        return {"latents": latents, "text": text}
+
+
+class ClipRows:
+    """Video-caption rows decoded to clips (online encoding)."""
+
+    def __init__(self, rows: list, o):
+        self.rows, self.o = rows, o
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        from .video import load_clip
+
+        row, o = self.rows[i], self.o
+        try:
+            clip = load_clip(row.video, o.num_frames, o.height, o.width, o.frame_stride)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{row.where}: {exc}") from exc
+        return {"clip": clip, "caption": row.caption}
+
+
+@dataclass
+class VideoCollate:
+    """Samples of one micro-batch -> a VideoBatch (every rank of a cp group builds the same one)."""
+
+    seed: int
+    tokens_per_sample: int
+    cp_size: int = 1
+
+    def __call__(self, samples: list[dict], masked: np.ndarray, keys: np.ndarray) -> VideoBatch:
+        batch = VideoBatch(seeds=torch.tensor([sample_seed(self.seed, k) for k in keys], dtype=torch.int64),
+                           weights=torch.from_numpy(~np.asarray(masked)).float(),
+                           tokens_per_sample=self.tokens_per_sample, cp_size=self.cp_size)
+        if "latents" in samples[0]:
+            batch.latents = torch.stack([s["latents"] for s in samples])
+            batch.text = torch.stack([s["text"] for s in samples])
+        else:
+            batch.clips = torch.stack([s["clip"] for s in samples])
+            batch.prompts = [s["caption"] for s in samples]
+        return batch
