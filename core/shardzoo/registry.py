@@ -32,6 +32,9 @@ class ParallelPlan:
     """Attention kernels (shardzoo.ops.CoreAttention) that Ulysses context parallel wraps; empty = no CP."""
     tp: TensorParallelPlan = TensorParallelPlan()
     """Which modules tensor parallel splits how (parallel/tensor.py); the default (empty) = no TP."""
+    fp32_modules: tuple[str, ...] = ()
+    """Modules and bare parameters kept in fp32 under a lower param_dtype (the reference's
+    `_keep_in_fp32_modules`; parallel/fp32_parts.py); patterns a config may lack are allowed."""
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,12 @@ class ParallelConfig:
     fsdp_modules: Optional[list[str]] = None
     """Module patterns sharded as FSDP units; null = the model package's plan (model.layers.{*})."""
     ignored_modules: list[str] = field(default_factory=list)
+    fp32_modules: Optional[list[str]] = None
+    """Modules (and bare parameters) kept in fp32 for compute when param_dtype is lower, as the reference
+    model keeps them (transformers' / diffusers' _keep_in_fp32_modules); null = the model package's list
+    (Wan: time embedding, affine norms, modulation tables) when param_dtype is lower than fp32, [] = none.
+    Modules become FSDP units of their own gathered in fp32; bare parameters stay out of FSDP, whole on
+    every rank, their gradients summed by the trainer."""
     recompute: Optional[bool] = None
     """null: on exactly when recompute_modules is given (MindSpeed-MM semantics); true/false force it."""
     recompute_modules: Optional[list[str]] = None

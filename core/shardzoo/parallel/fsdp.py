@@ -18,6 +18,7 @@ from torch.distributed.fsdp import (
 )
 
 from .expert import expert_fsdp_placement
+from .fp32_parts import Fp32Parts
 from .patterns import match_modules
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -37,7 +38,7 @@ def mixed_precision_policy(p: Any) -> MixedPrecisionPolicy:
 def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
                expert_mesh: Optional[DeviceMesh] = None, expert_patterns: Sequence[str] = (),
                root_casts_inputs: bool = True, token_local_mesh: Optional[DeviceMesh] = None,
-               token_local: Sequence[str] = ()) -> list[str]:
+               token_local: Sequence[str] = (), fp32: Optional[Fp32Parts] = None) -> list[str]:
     """Shard each module matched by fsdp_modules (innermost first), then `root` last.
 
     Under expert parallelism the modules matched by `expert_patterns` (already split over experts
@@ -51,12 +52,16 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
     their dtype (a task that forms its targets from them in fp32, e.g. flow matching, casts itself).
     `token_local`: module names (tensor parallel's blocks that run on each rank's own tokens) that become
     units on `token_local_mesh` (every rank), after the experts inside them.
+    `fp32`: modules that become units gathered and computed in fp32 (before the units holding them),
+    and bare parameters kept out of FSDP in fp32 (see fp32_parts.py).
     """
     ignored_params: set[nn.Parameter] = set()
     if p.ignored_modules:
         for _, module in match_modules(model, p.ignored_modules, "parallel.ignored_modules"):
             ignored_params.update(module.parameters())
             _compute_in_own_dtype(module)
+    fp32 = fp32 or Fp32Parts([], [])
+    ignored_params.update(q for _, q in fp32.params)
     # Pinned host memory speeds copies to an accelerator; a CPU run has none to copy to (and torch
     # refuses to pin without an accelerator).
     pin = p.pin_memory and mesh.device_type != "cpu"
@@ -64,16 +69,21 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
     common = dict(mesh=mesh, mp_policy=mixed_precision_policy(p), offload_policy=offload,
                   ignored_params=ignored_params or None)
 
-    expert_units = []
+    own_units = []  # units outside fsdp_modules: fp32 parts, experts, token-local blocks
+    fp32_policy = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=to_dtype(p.reduce_dtype),
+                                       cast_forward_inputs=True)
+    for _, module in sorted(fp32.modules, key=lambda nm: -nm[0].count(".")):  # children first
+        fully_shard(module, reshard_after_forward=p.reshard_after_forward, **{**common, "mp_policy": fp32_policy})
+        own_units.append(module)
     if expert_mesh is not None:
         for _, module in match_modules(model, expert_patterns, "parallel.ep_fsdp_modules"):
             fully_shard(module, shard_placement_fn=expert_fsdp_placement,
                         reshard_after_forward=p.reshard_after_forward, **{**common, "mesh": expert_mesh})
-            expert_units.append(module)
+            own_units.append(module)
     for name in token_local:
         fully_shard(model.get_submodule(name), reshard_after_forward=p.reshard_after_forward,
                     **{**common, "mesh": token_local_mesh})
-        expert_units.append(model.get_submodule(name))
+        own_units.append(model.get_submodule(name))
     units = [(n, m) for n, m in match_modules(model, p.fsdp_modules, "parallel.fsdp_modules")
              if any(q not in ignored_params for q in m.parameters())]
     groups = _tied_groups(model, units)
@@ -95,7 +105,7 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh: DeviceMesh, p: Any,
     # The loss is already divided by the global token count, so gradients must be summed, not
     # averaged, over the data-parallel ranks. Plain SUM also sidesteps PREMUL_SUM, which gloo and
     # HCCL do not implement.
-    for module in [*expert_units, *modules, root]:
+    for module in [*own_units, *modules, root]:
         module.set_gradient_divide_factor(1.0)
         module.set_force_sum_reduction_for_comms(True)
     return [n for n, _ in units]

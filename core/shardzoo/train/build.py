@@ -22,6 +22,8 @@ from ..moe.routing_stats import aux_loss_coef
 from ..parallel import Meshes, apply_context_parallel, apply_expert_parallel, apply_fsdp, apply_recompute
 from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
+from ..parallel.fp32_parts import Fp32Parts, find_fp32_parts
+from ..parallel.fsdp import to_dtype
 from ..parallel.materialize import init_parameters, load_parameters
 from ..parallel.patterns import match_modules
 from ..parallel.tensor import TensorParallelApplied, apply_tensor_parallel, check_tp_split
@@ -54,6 +56,8 @@ class BuiltModel:
     gradients summed over the ranks by the trainer."""
     tensor_parallel: list[str] = field(default_factory=list)
     """The projections split over the tp ranks."""
+    kept_fp32: list[str] = field(default_factory=list)
+    """Modules and parameters computed in fp32 under a lower param_dtype (parallel.fp32_modules)."""
 
 
 def generic_flops_per_token(model: nn.Module, config) -> Callable[[int], float]:
@@ -116,13 +120,14 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
     # After recompute (the compiled graph contains the checkpointed forward), before FSDP (whose hooks
     # around each unit stay in eager).
     compiled = apply_compile(model, p.compile_modules or fsdp_patterns) if p.compile else []
+    fp32 = _fp32_parts(model, p, plan)
     task = task_class(spec).from_config(model, cfg, hf_config)
     if meshes.tp is not None:
         task.loss_copies *= meshes.tp.size()  # the tp ranks of a group compute the same loss
     units = apply_fsdp(task, model, meshes.dense, dataclasses.replace(p, fsdp_modules=fsdp_patterns),
                        expert_mesh=meshes.ep_fsdp, expert_patterns=p.ep_fsdp_modules or ep_patterns,
                        root_casts_inputs=task.casts_inputs, token_local_mesh=meshes.world,
-                       token_local=tensor_parallel.token_local)
+                       token_local=tensor_parallel.token_local, fp32=fp32)
 
     if spec is not None and materialize:
         task.to_empty(device="cpu" if p.offload_to_cpu else device)
@@ -133,8 +138,29 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path, lazy=True), hf_config), str(path))
     replicated = [q for _, module in (match_modules(model, p.ignored_modules, "parallel.ignored_modules")
                                       if p.ignored_modules else []) for q in module.parameters() if q.requires_grad]
+    # By name: materializing replaced the meta parameters FSDP does not manage.
+    replicated += [q for q in (model.get_parameter(n) for n, _ in fp32.params) if q.requires_grad]
     return BuiltModel(model, task, spec, hf_config, units, recomputed, expert_parallel, context_parallel, frozen,
-                      flops, compiled, customised, replicated, tensor_parallel.split)
+                      flops, compiled, customised, replicated, tensor_parallel.split,
+                      [n for n, _ in fp32.modules + fp32.params])
+
+
+def _fp32_parts(model: nn.Module, p, plan) -> Fp32Parts:
+    """What stays fp32: parallel.fp32_modules as given (in an fp32 run too: the same units and replicated
+    parameters, which the tests compare exactly), else the package's list under a lower param_dtype."""
+    own = p.fp32_modules is None
+    if own and to_dtype(p.param_dtype) == torch.float32:
+        return Fp32Parts([], [])
+    patterns = list(plan.fp32_modules if plan and own else p.fp32_modules or [])
+    parts = find_fp32_parts(model, patterns, "parallel.fp32_modules", allow_unmatched=own)
+    if parts.params and p.tp_size > 1:
+        # Kept out of FSDP, their gradient is summed by the trainer over every rank: under TP that sum
+        # depends on how each parameter is split (as for parallel.ignored_modules).
+        names = [n for n, _ in parts.params][:3]
+        raise ConfigError(f"parallel.fp32_modules: bare parameters ({', '.join(names)}, ...) cannot stay fp32 under "
+                          f"parallel.tp_size={p.tp_size} in this version; list only modules in parallel.fp32_modules "
+                          f"(e.g. {[n for n, _ in parts.modules][:2]}), [] for none, or set tp_size: 1")
+    return parts
 
 
 def check_tensor_parallel(spec: Optional[ModelSpec], hf_config, tp_size: int) -> None:

@@ -88,7 +88,8 @@ def fsdp2_settings(p, built) -> str:
             f"{p.output_dtype or 'as computed'}, cast_forward_inputs {p.cast_forward_inputs}, reshard_after_forward "
             f"{p.reshard_after_forward}, prefetch forward {p.num_to_forward_prefetch} / backward "
             f"{p.num_to_backward_prefetch}, offload {offload}, "
-            f"recompute {recompute}, ignored {', '.join(p.ignored_modules) or 'none'}")
+            f"recompute {recompute}, ignored {', '.join(p.ignored_modules) or 'none'}, kept in fp32 "
+            f"{len(built.kept_fp32)} modules/parameters")
 
 
 def sum_replicated_grads(params: list[torch.nn.Parameter]) -> None:

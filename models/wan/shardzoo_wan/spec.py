@@ -117,6 +117,10 @@ PLAN = ParallelPlan(
         local_params=("", BLOCK, f"{BLOCK}.norm2", "patch_embedding", "condition_embedder.time_embedder.linear_1",
                       "condition_embedder.time_embedder.linear_2", "condition_embedder.time_proj", "proj_out"),
         splits_own_tokens=True, embedding=None, head=None),
+    # diffusers' _keep_in_fp32_modules (time_embedder, scale_shift_table, norm1/2/3: the non-affine norms
+    # have no parameters, and rope none here): fp32 under a bf16 param_dtype.
+    fp32_modules=("condition_embedder.time_embedder", f"{BLOCK}.norm2", f"{BLOCK}.scale_shift_table",
+                  "scale_shift_table"),
 )
 
 SPEC = ModelSpec(
