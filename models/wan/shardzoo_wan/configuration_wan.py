@@ -21,8 +21,10 @@ _ORIGINAL_SKIPPED = ("text_len", "_diffusers_version", "_class_name", "model_typ
 def from_original(raw: dict) -> dict:
     """Original Wan `WanModel` config.json -> diffusers field names (docs/model_facts.md §6)."""
     if raw.get("model_type", "t2v") not in ("t2v", "ti2v"):
-        raise ConfigError(f"original Wan config: model_type {raw['model_type']!r} (Wan2.1 I2V with CLIP "
-                                  "image tokens, FLF2V, VACE) is not implemented; t2v and ti2v are")
+        raise ConfigError(f"original Wan config: model_type {raw['model_type']!r} is read for t2v and ti2v only "
+                          "(an original i2v config does not say whether the CLIP branch exists: Wan2.1 has it, "
+                          "Wan2.2 not); for I2V give the diffusers config.json (image_dim, added_kv_proj_dim), "
+                          "e.g. models/wan/configs/wan2.1-i2v-14b; FLF2V and VACE are not implemented")
     for key, value in _ORIGINAL_FIXED.items():
         if key in raw and list(raw[key]) != value:
             raise ConfigError(f"original Wan config: {key}={raw[key]} is not supported (every release "

@@ -14,6 +14,11 @@ adapter (spec.py). Numerics follow docs/model_facts.md §6 (diffusers' fp32 choi
     shift, scale = head table + e     (the time embedding e, not e0)
     out = unpatchify(proj_out(LN(x) * (1 + scale) + shift))
 
+Wan2.1 I2V adds CLIP image tokens: img = LN(ff(LN(clip))) (image_embedder, exact GELU, eps 1e-5),
+and each cross-attention adds a second attention of the same q over them with keys and values of
+their own (add_k_proj with its RMSNorm over all heads, add_v_proj), summed before the output
+projection.
+
 A [B] timestep is one per sample (Wan2.1, Wan2.2 A14B); a [B, L] timestep is one per token
 (Wan2.2 TI2V-5B: the clean first frame gets t = 0), and then e0, e and the modulations are per token.
 Context parallel: `sequence` marks where the video tokens (with their rope and per-token
@@ -70,6 +75,40 @@ class FP32LayerNorm(nn.LayerNorm):
         return layer_norm_fp32(x, self.eps, self.weight, self.bias)
 
 
+class WanImageEmbedding(nn.Module):
+    """CLIP image tokens -> the DiT's width: LN, Linear, exact GELU, Linear, LN (norms eps 1e-5, computed
+    in fp32 and returned in the input's dtype, as diffusers' FP32LayerNorm does)."""
+
+    def __init__(self, dim_in: int, dim: int):
+        super().__init__()
+        self.norm1 = FP32LayerNorm(dim_in, eps=1e-5)
+        self.ff = ImageFeedForward(dim_in, dim)
+        self.norm2 = FP32LayerNorm(dim, eps=1e-5)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.ff(self.norm1(image).type_as(image))
+        return self.norm2(x).type_as(x)
+
+
+class ImageFeedForward(nn.Module):
+    def __init__(self, dim_in: int, dim: int):
+        super().__init__()
+        # diffusers' FeedForward(mult=1, "gelu") layout: net.0 (projection + GELU), net.1 (dropout), net.2.
+        self.net = nn.ModuleList([GeluProjection(dim_in, dim_in), nn.Identity(), nn.Linear(dim_in, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class GeluProjection(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x))
+
+
 class MLP(nn.Module):
     """linear_1 -> activation -> linear_2 (diffusers' TimestepEmbedding / PixArtAlphaTextProjection names)."""
 
@@ -88,26 +127,32 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 class WanConditionEmbedder(nn.Module):
-    def __init__(self, dim: int, freq_dim: int, text_dim: int):
+    def __init__(self, dim: int, freq_dim: int, text_dim: int, image_dim: int | None = None):
         super().__init__()
         self.freq_dim = freq_dim
         self.time_embedder = MLP(freq_dim, dim, F.silu)
         self.time_proj = nn.Linear(dim, 6 * dim)
         self.text_embedder = MLP(text_dim, dim, gelu_tanh)
+        self.image_embedder = WanImageEmbedding(image_dim, dim) if image_dim is not None else None
 
 
 class WanAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, eps: float):
+    def __init__(self, dim: int, heads: int, eps: float, added_kv_proj_dim: int | None = None):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
         self.norm_q = ops.RMSNorm(dim, eps)  # over all heads (weight [D]), before the head split
         self.norm_k = ops.RMSNorm(dim, eps)
+        if added_kv_proj_dim is not None:  # Wan2.1 I2V's cross-attention over the image tokens
+            self.add_k_proj = nn.Linear(added_kv_proj_dim, dim)
+            self.add_v_proj = nn.Linear(added_kv_proj_dim, dim)
+            self.norm_added_k = ops.RMSNorm(dim, eps)
         self.core_attention = ops.CoreAttention()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                image: torch.Tensor | None = None) -> torch.Tensor:
         kv = x if context is None else context
         q = self.norm_q(self.to_q(x)).unflatten(2, (-1, self.head_dim))
         k = self.norm_k(self.to_k(kv)).unflatten(2, (-1, self.head_dim))
@@ -115,8 +160,13 @@ class WanAttention(nn.Module):
         if rope is not None:
             q = ops.rotary(q, *rope, mode="interleave").type_as(v)
             k = ops.rotary(k, *rope, mode="interleave").type_as(v)
-        out = self.core_attention(q, k, v, causal=False, scale=self.head_dim ** -0.5)
-        return self.to_out[0](out.flatten(2).type_as(q))
+        out = self.core_attention(q, k, v, causal=False, scale=self.head_dim ** -0.5).flatten(2).type_as(q)
+        if image is not None:
+            k_img = self.norm_added_k(self.add_k_proj(image)).unflatten(2, (-1, self.head_dim))
+            v_img = self.add_v_proj(image).unflatten(2, (-1, self.head_dim))
+            out = out + self.core_attention(q, k_img, v_img, causal=False,
+                                            scale=self.head_dim ** -0.5).flatten(2).type_as(q)
+        return self.to_out[0](out)
 
 
 class GeluTanhProjection(nn.Module):
@@ -139,17 +189,18 @@ class WanFeedForward(nn.Module):
 
 
 class WanTransformerBlock(nn.Module):
-    def __init__(self, dim: int, ffn_dim: int, heads: int, eps: float, cross_attn_norm: bool):
+    def __init__(self, dim: int, ffn_dim: int, heads: int, eps: float, cross_attn_norm: bool,
+                 added_kv_proj_dim: int | None = None):
         super().__init__()
         self.eps = eps
         self.attn1 = WanAttention(dim, heads, eps)
-        self.attn2 = WanAttention(dim, heads, eps)
+        self.attn2 = WanAttention(dim, heads, eps, added_kv_proj_dim)
         self.norm2 = FP32LayerNorm(dim, eps=eps) if cross_attn_norm else None  # the affine one, before cross-attn
         self.ffn = WanFeedForward(dim, ffn_dim)
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, e0: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor], image: torch.Tensor | None = None) -> torch.Tensor:
         # e0 [B, 6, D] (per sample) or [B, L, 6, D] (per token): modulations [B, 1 or L, D] in fp32.
         table = self.scale_shift_table if e0.ndim == 3 else self.scale_shift_table.unsqueeze(0)
         mods = (table + e0.float()).unbind(-2)
@@ -157,20 +208,24 @@ class WanTransformerBlock(nn.Module):
         y = self.attn1((layer_norm_fp32(x, self.eps) * (1 + scale) + shift).type_as(x), rope=rope)
         x = (x.float() + y * gate).type_as(x)
         normed = x if self.norm2 is None else self.norm2(x)
-        x = x + self.attn2(normed.type_as(x), context=context)
+        x = x + self.attn2(normed.type_as(x), context=context, image=image)
         y = self.ffn((layer_norm_fp32(x, self.eps) * (1 + c_scale) + c_shift).type_as(x))
         return (x.float() + y.float() * c_gate).type_as(x)
 
 
 class WanTransformer3DModel(nn.Module):
-    """latents [B, C, F, H, W], timestep [B] or [B, L] (0..1000), text [B, L_txt, text_dim] -> [B, C_out, F, H, W]."""
+    """latents [B, C, F, H, W], timestep [B] or [B, L] (0..1000), text [B, L_txt, text_dim], and for Wan2.1
+    I2V CLIP image tokens [B, L_img, image_dim] -> [B, C_out, F, H, W]."""
 
     def __init__(self, config):
         super().__init__()
         c = config
-        if c.image_dim is not None or c.added_kv_proj_dim is not None:
-            raise ConfigError("Wan2.1 I2V (CLIP image tokens: image_dim / added_kv_proj_dim) is not "
-                                      "implemented; T2V and Wan2.2 TI2V / A14B are")
+        if (c.image_dim is None) != (c.added_kv_proj_dim is None):
+            raise ConfigError(f"Wan config: image_dim ({c.image_dim}) and added_kv_proj_dim ({c.added_kv_proj_dim}) "
+                              "come together (Wan2.1 I2V: 1280 and the DiT's width) or not at all")
+        if c.pos_embed_seq_len is not None:
+            raise ConfigError("Wan config: pos_embed_seq_len (FLF2V's first-last-frame image tokens) is not "
+                              "implemented; T2V, I2V and TI2V are")
         if c.qk_norm != "rms_norm_across_heads":
             raise ConfigError(f"Wan qk_norm {c.qk_norm!r}: only rms_norm_across_heads (every release)")
         self.config = config
@@ -178,17 +233,18 @@ class WanTransformer3DModel(nn.Module):
         self.patch_size = tuple(c.patch_size)
         self.eps = c.eps
         self.patch_embedding = nn.Conv3d(c.in_channels, dim, kernel_size=self.patch_size, stride=self.patch_size)
-        self.condition_embedder = WanConditionEmbedder(dim, c.freq_dim, c.text_dim)
+        self.condition_embedder = WanConditionEmbedder(dim, c.freq_dim, c.text_dim, c.image_dim)
         self.blocks = nn.ModuleList(WanTransformerBlock(dim, c.ffn_dim, c.num_attention_heads, c.eps,
-                                                        c.cross_attn_norm) for _ in range(c.num_layers))
+                                                        c.cross_attn_norm, c.added_kv_proj_dim)
+                                    for _ in range(c.num_layers))
         self.proj_out = nn.Linear(dim, (c.out_channels or c.in_channels) * math.prod(self.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
         # Ulysses CP over video tokens: each rank keeps a chunk of the (f, h, w) tokens from here to
         # the head (cross-attention reads the whole text on every rank); see parallel/context.py.
         self.sequence = SequenceShard()
 
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
-                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                encoder_hidden_states_image: torch.Tensor | None = None) -> torch.Tensor:
         b, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch_size
         grid = (frames // pt, height // ph, width // pw)
@@ -206,9 +262,12 @@ class WanTransformer3DModel(nn.Module):
         if per_token:
             e, e0 = self.sequence.split(e), self.sequence.split(e0)
         context = emb.text_embedder(encoder_hidden_states)
+        if (encoder_hidden_states_image is None) != (emb.image_embedder is None):
+            raise ValueError("image tokens come exactly when the config has image_dim (Wan2.1 I2V)")
+        image = None if emb.image_embedder is None else emb.image_embedder(encoder_hidden_states_image)
 
         for block in self.blocks:
-            x = block(x, context, e0, rope)
+            x = block(x, context, e0, rope, image)
 
         table = self.scale_shift_table.unsqueeze(0) if per_token else self.scale_shift_table
         shift, scale = (table + e.unsqueeze(-2)).unbind(-2)

@@ -84,12 +84,19 @@ def _original_layout() -> ImportOnly:
         block += [(f"{ours}.{a}.{{p}}", f"{theirs}.{b}.{{p}}")
                   for a, b in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0"))]
         block += [(f"{ours}.norm_{x}.weight", f"{theirs}.norm_{x}.weight") for x in "qk"]
+    # Wan2.1 I2V: the cross-attention's image keys and values, and the CLIP embedder (LN, Linear, GELU, Linear, LN).
+    block += [("cross_attn.k_img.{p}", "attn2.add_k_proj.{p}"), ("cross_attn.v_img.{p}", "attn2.add_v_proj.{p}"),
+              ("cross_attn.norm_k_img.weight", "attn2.norm_added_k.weight")]
     top = [("time_embedding.0.{p}", "condition_embedder.time_embedder.linear_1.{p}"),
            ("time_embedding.2.{p}", "condition_embedder.time_embedder.linear_2.{p}"),
            ("time_projection.1.{p}", "condition_embedder.time_proj.{p}"),
            ("text_embedding.0.{p}", "condition_embedder.text_embedder.linear_1.{p}"),
            ("text_embedding.2.{p}", "condition_embedder.text_embedder.linear_2.{p}"),
-           ("head.modulation", "scale_shift_table"), ("head.head.{p}", "proj_out.{p}")]
+           ("head.modulation", "scale_shift_table"), ("head.head.{p}", "proj_out.{p}"),
+           ("img_emb.proj.0.{p}", "condition_embedder.image_embedder.norm1.{p}"),
+           ("img_emb.proj.1.{p}", "condition_embedder.image_embedder.ff.net.0.proj.{p}"),
+           ("img_emb.proj.3.{p}", "condition_embedder.image_embedder.ff.net.2.{p}"),
+           ("img_emb.proj.4.{p}", "condition_embedder.image_embedder.norm2.{p}")]
     return ImportOnly((*(Rename(f"blocks.{{i}}.{a}", f"blocks.{{i}}.{b}") for a, b in block),
                        *(Rename(a, b) for a, b in top)))
 
@@ -120,7 +127,7 @@ PLAN = ParallelPlan(
     # diffusers' _keep_in_fp32_modules (time_embedder, scale_shift_table, norm1/2/3: the non-affine norms
     # have no parameters, and rope none here): fp32 under a bf16 param_dtype.
     fp32_modules=("condition_embedder.time_embedder", f"{BLOCK}.norm2", f"{BLOCK}.scale_shift_table",
-                  "scale_shift_table"),
+                  "scale_shift_table", "condition_embedder.image_embedder.norm{1,2}"),
 )
 
 SPEC = ModelSpec(

@@ -213,6 +213,12 @@ class FlowMatchingTask(Task):
         if cfg.training.loss_reduction != "token":
             raise ConfigError("training.loss_reduction: Wan flow matching averages each sample's squared error "
                               "and then over samples; remove training.loss_reduction")
+        if hf_config.image_dim is not None or hf_config.in_channels == 36:
+            # The DiT and its checkpoints load (parity with diffusers); the first-frame conditioning of the
+            # training task (mask + the first frame's latents, CLIP tokens) is not built yet.
+            raise ConfigError(f"model: {'Wan2.1' if hf_config.image_dim else 'Wan2.2'} image-to-video (in_channels "
+                              f"{hf_config.in_channels}) trains with first-frame conditioning, which this version "
+                              "of the task does not build yet; text-to-video and TI2V-5B train")
         o = options(cfg)
         if o.features is None:
             _video_source(cfg)

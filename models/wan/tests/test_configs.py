@@ -16,6 +16,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
     ("wan2.1-t2v-1.3b", (1.40e9, 1.44e9), 16),  # "1.3B" counts 1.42B parameters
     ("wan2.1-t2v-14b", (14.2e9, 14.4e9), 16),
     ("wan2.2-ti2v-5b", (4.9e9, 5.1e9), 48),  # 48-channel latents of the Wan2.2 VAE
+    # I2V: 36 input channels (noise 16 + mask 4 + the first frame's latents 16), 16 out. Wan2.1's adds the
+    # CLIP embedder and each block's image keys and values (~2.1B): "14B" counts 16.4B; Wan2.2's has none.
+    ("wan2.1-i2v-14b", (16.3e9, 16.5e9), 36),
+    ("wan2.2-i2v-a14b", (14.2e9, 14.4e9), 36),
 ])
 def test_released_sizes(name, params, channels):
     config = WanConfig.from_dict(json.loads((CONFIGS / name / "config.json").read_text()))
@@ -23,7 +27,8 @@ def test_released_sizes(name, params, channels):
         model = WanTransformer3DModel(config)
     total = sum(p.numel() for p in model.parameters())
     assert params[0] < total < params[1]
-    assert model.patch_embedding.in_channels == channels and model.proj_out.out_features == channels * 4
+    out_channels = 16 if channels == 36 else channels  # I2V predicts the 16 noise channels only
+    assert model.patch_embedding.in_channels == channels and model.proj_out.out_features == out_channels * 4
 
 
 def test_unknown_config_key_is_named():

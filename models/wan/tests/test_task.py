@@ -126,6 +126,14 @@ def test_task_section_errors_name_the_key(task, sections, message):
         FlowMatchingTask.check_config(cfg, None, tiny_config())
 
 
+@pytest.mark.parametrize("dit", [dict(image_dim=20, added_kv_proj_dim=24, in_channels=36),
+                                 dict(in_channels=36)], ids=["wan2.1-i2v", "wan2.2-i2v"])
+def test_image_to_video_dits_are_refused_by_the_task_until_it_conditions(dit):
+    cfg = config({"vae": "data", "text_encoder": "data", "tokenizer": "data"})
+    with pytest.raises(ConfigError, match=r"image-to-video \(in_channels 36\) trains with first-frame conditioning"):
+        FlowMatchingTask.check_config(cfg, None, tiny_config(**dit))
+
+
 def test_configs_find_the_package_without_model_id():
     from shardzoo.registry import find_spec
     from shardzoo_wan.configuration_wan import WanConfig
