@@ -142,12 +142,14 @@ class WanAttention(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
-        self.norm_q = ops.RMSNorm(dim, eps)  # over all heads (weight [D]), before the head split
-        self.norm_k = ops.RMSNorm(dim, eps)
+        # Over all heads (weight [D]), before the head split; diffusers' torch.nn.RMSNorm scales by the weight
+        # in fp32 and rounds last (weight_in_fp32), one rounding apart from Qwen3's order in bf16.
+        self.norm_q = ops.RMSNorm(dim, eps, weight_in_fp32=True)
+        self.norm_k = ops.RMSNorm(dim, eps, weight_in_fp32=True)
         if added_kv_proj_dim is not None:  # Wan2.1 I2V's cross-attention over the image tokens
             self.add_k_proj = nn.Linear(added_kv_proj_dim, dim)
             self.add_v_proj = nn.Linear(added_kv_proj_dim, dim)
-            self.norm_added_k = ops.RMSNorm(dim, eps)
+            self.norm_added_k = ops.RMSNorm(dim, eps, weight_in_fp32=True)
         self.core_attention = ops.CoreAttention()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,

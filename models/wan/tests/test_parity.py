@@ -70,6 +70,18 @@ def test_output_and_grads_match_diffusers(per_token):
     assert checked == len(list(ref.parameters()))
 
 
+def test_qk_norm_rounds_as_diffusers_in_bf16():
+    """diffusers' q/k norms are torch.nn.RMSNorm: in bf16 the weight multiplies in fp32 before the last
+    rounding. Ours does the same (bit-equal); Qwen3's order (round, then scale) differs in ~27% of the values."""
+    ours = WanTransformer3DModel(tiny_config()).blocks[0].attn1.norm_q.bfloat16()
+    theirs = torch.nn.RMSNorm(24, eps=1e-6).bfloat16()
+    with torch.no_grad():
+        theirs.weight.copy_(1 + 0.3 * torch.randn(24))
+        ours.weight.copy_(theirs.weight)
+    x = torch.randn(4, 64, 24).bfloat16()
+    assert torch.equal(ours(x), theirs(x))
+
+
 def test_rope_split_and_interleaved_pairs():
     cos, sin = rope_tables(128, (2, 3, 4))
     assert cos.shape == (1, 24, 128)
