@@ -70,17 +70,14 @@ def test_features_train_like_online_encoding(tmp_path, features, one_process):
     assert losses == pytest.approx(one_process[0], rel=1e-6)
 
 
-def test_text_dropout_is_split_invariant_and_the_same_from_features(tmp_path, tiny_encoders, features, one_process):
-    """Half the samples train on the empty prompt: two ranks draw the same samples' dropout as one process
-    does, and extracted features carry the same empty prompt as online encoding."""
+def test_text_dropout_trains_the_same_from_features(tmp_path, tiny_encoders, features, one_process):
+    """Half the samples train on the empty prompt: extracted features carry the same empty prompt as online
+    encoding. (That a sample's drop is its own draw, whatever the batch or the ranks, test_task.py shows.)"""
     drop = ["--task.text_drop_prob", "0.5"]
     online = curve(run_training(CONFIG, tmp_path / "online", cwd=REPO,
                                 overrides=COMMON + task_overrides(tiny_encoders) + drop))
-    two = curve(run_training(CONFIG, tmp_path / "two", nproc=2, cwd=REPO, timeout=300, overrides=COMMON + drop
-                             + task_overrides(tiny_encoders) + LAYOUTS["fsdp2"]))
     extracted = curve(run_training(CONFIG, tmp_path / "features", cwd=REPO, overrides=COMMON + features + drop))
-    assert two[0] == pytest.approx(online[0], rel=RTOL) and two[1] == pytest.approx(online[1], rel=GRAD_NORM_RTOL)
-    assert extracted[0] == pytest.approx(online[0], rel=1e-6)
+    assert extracted[0] == pytest.approx(online[0], rel=1e-6) and extracted[1] == pytest.approx(online[1], rel=1e-5)
     # The same sigma and noise as without dropout (the draw comes after them): step 1's loss is equal to the
     # bit, its gradient is not (a sample of step 1 drops its text). The tiny random umT5's empty prompt is
     # close to its captions, so the effect is small (1e-5 of the grad norm); that each sample's drop is its
