@@ -77,7 +77,10 @@ def test_text_dropout_trains_the_same_from_features(tmp_path, tiny_encoders, fea
     online = curve(run_training(CONFIG, tmp_path / "online", cwd=REPO,
                                 overrides=COMMON + task_overrides(tiny_encoders) + drop))
     extracted = curve(run_training(CONFIG, tmp_path / "features", cwd=REPO, overrides=COMMON + features + drop))
-    assert extracted[0] == pytest.approx(online[0], rel=1e-6) and extracted[1] == pytest.approx(online[1], rel=1e-5)
+    # Step 1 reads the same numbers either way: its gradient is equal to the bit (measured), where another
+    # empty-prompt encoding would move it by ~1e-5 (below); later steps differ by summation order (<= 1.1e-7).
+    assert extracted[1][0] == online[1][0]
+    assert extracted[0] == pytest.approx(online[0], rel=1e-6) and extracted[1] == pytest.approx(online[1], rel=1e-6)
     # The same sigma and noise as without dropout (the draw comes after them): step 1's loss is equal to the
     # bit, its gradient is not (a sample of step 1 drops its text). The tiny random umT5's empty prompt is
     # close to its captions, so the effect is small (1e-5 of the grad norm); that each sample's drop is its
