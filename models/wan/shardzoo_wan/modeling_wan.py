@@ -82,31 +82,12 @@ class WanImageEmbedding(nn.Module):
     def __init__(self, dim_in: int, dim: int):
         super().__init__()
         self.norm1 = FP32LayerNorm(dim_in, eps=1e-5)
-        self.ff = ImageFeedForward(dim_in, dim)
+        self.ff = FeedForward(dim_in, dim_in, dim, "none")  # diffusers' FeedForward(mult=1, "gelu")
         self.norm2 = FP32LayerNorm(dim, eps=1e-5)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.ff(self.norm1(image).type_as(image))
         return self.norm2(x).type_as(x)
-
-
-class ImageFeedForward(nn.Module):
-    def __init__(self, dim_in: int, dim: int):
-        super().__init__()
-        # diffusers' FeedForward(mult=1, "gelu") layout: net.0 (projection + GELU), net.1 (dropout), net.2.
-        self.net = nn.ModuleList([GeluProjection(dim_in, dim_in), nn.Identity(), nn.Linear(dim_in, dim)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net[2](self.net[0](x))
-
-
-class GeluProjection(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
-        super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(x))
 
 
 class MLP(nn.Module):
@@ -171,20 +152,23 @@ class WanAttention(nn.Module):
         return self.to_out[0](out)
 
 
-class GeluTanhProjection(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
+class GeluProjection(nn.Module):
+    """Linear, then GELU (`approximate`: "tanh" in the blocks, "none" in the image embedder)."""
+
+    def __init__(self, dim_in: int, dim_out: int, approximate: str):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out)
+        self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return gelu_tanh(self.proj(x))
+        return F.gelu(self.proj(x), approximate=self.approximate)
 
 
-class WanFeedForward(nn.Module):
-    def __init__(self, dim: int, ffn_dim: int):
+class FeedForward(nn.Module):
+    def __init__(self, dim_in: int, inner: int, dim_out: int, approximate: str):
         super().__init__()
         # diffusers' FeedForward layout: net.0 (projection + GELU), net.1 (dropout), net.2 (output).
-        self.net = nn.ModuleList([GeluTanhProjection(dim, ffn_dim), nn.Identity(), nn.Linear(ffn_dim, dim)])
+        self.net = nn.ModuleList([GeluProjection(dim_in, inner, approximate), nn.Identity(), nn.Linear(inner, dim_out)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net[2](self.net[0](x))
@@ -198,7 +182,7 @@ class WanTransformerBlock(nn.Module):
         self.attn1 = WanAttention(dim, heads, eps)
         self.attn2 = WanAttention(dim, heads, eps, added_kv_proj_dim)
         self.norm2 = FP32LayerNorm(dim, eps=eps) if cross_attn_norm else None  # the affine one, before cross-attn
-        self.ffn = WanFeedForward(dim, ffn_dim)
+        self.ffn = FeedForward(dim, ffn_dim, dim, "tanh")
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, e0: torch.Tensor,
