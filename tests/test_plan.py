@@ -41,6 +41,15 @@ def test_tiny_plan_matches_hand_computed_totals(ep):
                           + plan.activations)
 
 
+def test_frozen_parameters_are_gathered_but_never_reduced():
+    cfg = load_config(TINY, ["--training.output_dir", "unused", "--model.freeze_modules",
+                             "['model.embed_tokens', 'lm_head']"])
+    plan = plan_memory(cfg, world=2)
+    assert plan.gathered == (ROOT + BLOCK_DENSE + EXPERTS) * 4  # the frozen root is still computed with
+    assert plan.reduction == (H + 2 * (BLOCK_DENSE + EXPERTS)) * 4  # the root: the final norm's gradient only
+    assert plan.grads == (TOTAL - 2 * V * H) * 4 // 2
+
+
 def test_resume_export_and_offload_figures():
     """The other peaks by hand: a resume creates the optimizer's state by a zero step (CPU: then maps the
     rank's checkpoint file, parameters and state again, plus one read buffer of the largest shard); the

@@ -116,9 +116,10 @@ def _tp_split(p: torch.Tensor) -> int:
     return math.prod(p.device_mesh.size(i) for i, pl in enumerate(p.placements) if pl.is_shard() and names[i] == "tp")
 
 
-def _unit_elements(task: nn.Module, ep: int) -> tuple[int, int]:
+def _unit_elements(task: nn.Module, ep: int, trainable: bool = False) -> tuple[int, int]:
     """Elements of the root unit's own parameters and of the largest block (with its experts: this
-    rank's ep share) when unsharded; TP-split parameters count their tp shard."""
+    rank's ep share) when unsharded; TP-split parameters count their tp shard. `trainable`: only those
+    that get gradients (frozen ones are gathered, never reduced)."""
     named = [(n, m) for n, m in task.named_modules() if isinstance(m, FSDPModule)]
     units = [m for _, m in named]
     owner: dict[int, nn.Module] = {}
@@ -129,7 +130,7 @@ def _unit_elements(task: nn.Module, ep: int) -> tuple[int, int]:
     size: dict[int, int] = {}
     for unit in units:
         for p in unit.parameters():
-            if owner[id(p)] is unit:
+            if owner[id(p)] is unit and (p.requires_grad or not trainable):
                 numel = p.numel() // (ep if isinstance(unit, GroupedExperts) else 1) // _tp_split(p)
                 size[id(unit)] = size.get(id(unit), 0) + numel
     blocks = []
@@ -151,7 +152,8 @@ def _gathered_bytes(root: int, block: int, cfg: Config) -> int:
 def _reduction_bytes(root: int, block: int, cfg: Config) -> int:
     """Gradients on their way to the reduce-scatter in backward: the root unit's unsharded gradients
     (its head's gradient is computed first, reduced last) and, for the block being reduced, its
-    unsharded gradients plus the reduce-scatter input they are copied into (reduce_dtype)."""
+    unsharded gradients plus the reduce-scatter input they are copied into (reduce_dtype). `root` and
+    `block` count trainable elements: frozen parameters have no gradient."""
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
     reduce_width = (to_dtype(cfg.parallel.reduce_dtype) or torch.float32).itemsize
     return root * width + block * (width + reduce_width)
@@ -234,6 +236,7 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
         locals_ = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                       for p in built.task.parameters() if p.requires_grad)
         root, block = _unit_elements(built.task, shape.ep)
+        trained_root, trained_block = _unit_elements(built.task, shape.ep, trainable=True)
         largest_shard = max((_nbytes(p) for p in built.task.parameters()), default=0)
         export = _export_bytes(built.model, spec, hf_config, cfg.training.export_dtype)
     finally:
@@ -248,7 +251,7 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
     device = detect_device_type() if cfg.training.device == "auto" else cfg.training.device
     offloaded = cfg.parallel.offload_to_cpu and device != "cpu"
     return MemoryPlan(world, mesh, params, trainable, optimizer, _gathered_bytes(root, block, cfg),
-                      _reduction_bytes(root, block, cfg), activations,
+                      _reduction_bytes(trained_root, trained_block, cfg), activations,
                       _resume_bytes(params, trainable, optimizer, largest_shard, device, offloaded), export, offloaded)
 
 
