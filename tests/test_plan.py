@@ -41,6 +41,16 @@ def test_tiny_plan_matches_hand_computed_totals(ep):
                           + plan.activations)
 
 
+def test_a_config_the_model_class_refuses_is_one_config_error():
+    """transformers' own config checks (here GPT-OSS's layer_types against num_hidden_layers) name the config,
+    not a traceback."""
+    cfg = load_config(TINY, ["--training.output_dir", "unused",
+                             "--model.hf_config.layer_types", "['sliding_attention']"])
+    with pytest.raises(ConfigError, match=r"GptOssConfig refuses it: `num_hidden_layers` \(4\) must be equal to the "
+                                          r"number of `layer_types` \(1\)"):
+        plan_memory(cfg, world=2)
+
+
 def test_frozen_parameters_are_gathered_but_never_reduced():
     cfg = load_config(TINY, ["--training.output_dir", "unused", "--model.freeze_modules",
                              "['model.embed_tokens', 'lm_head']"])

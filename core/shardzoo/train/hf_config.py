@@ -39,7 +39,12 @@ def make_hf_config(raw: dict, spec: Optional[ModelSpec], trust_remote_code: bool
         if spec.config_from_dict is not None:
             return spec.config_from_dict(raw)
         raw.pop("model_type", None)
-        return spec.config_class(**raw)
+        try:
+            return spec.config_class(**raw)
+        except Exception as exc:  # noqa: BLE001 - the config's own checks (layer_types vs num_hidden_layers, ...)
+            cause = exc.__cause__ or exc  # huggingface_hub's strict dataclasses wrap the validator's error
+            raise ConfigError(f"model.hf_config / config.json: {spec.config_class.__name__} refuses it: "
+                              f"{' '.join(str(cause).split())}") from None
     model_type = raw.pop("model_type", None)
     if model_type is None:
         raise ConfigError("model.hf_config: no model_type; the AutoModel path needs config.json's model_type "
