@@ -17,7 +17,9 @@ from shardzoo_wan.tiny_encoders import task_overrides
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "models/wan/configs/tune_wan_tiny.yaml"
-WAN_FP32 = str(list(SPEC.plan.fp32_modules))  # the package's own list, given explicitly (so fp32 runs keep it too)
+# The package's own list, given explicitly (so an fp32 run keeps it too), less the I2V image embedder's norms,
+# which a text-to-video DiT does not have (an explicit pattern must match).
+WAN_FP32 = str([p for p in SPEC.plan.fp32_modules if "image_embedder" not in p])
 PROBE = r'''
 import sys, torch
 from shardzoo.config import load_config
