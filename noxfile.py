@@ -154,7 +154,7 @@ def bench(session: nox.Session) -> None:
     every op backend vs its reference (posargs go to it, e.g. -- --models qwen3 --device cuda). Then the
     special ones: data preprocessing tokens/s vs a per-document encode loop; peak RSS per rank while an
     HF checkpoint loads and while it exports; the training stall of a save, sync vs async; shardzoo plan
-    vs measured peaks; memory per rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a
+    vs measured peaks (and Qwen3-8B's shapes with one layer through tune_8b.sh, ~19 GiB); memory per rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a
     loop."""
     install(session, MODELS)
     session.run("python", "benchmarks/run.py", *session.posargs)
@@ -163,6 +163,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/export_memory.py", "--nproc", "2", "--max-shard-size", "300MB")
     session.run("python", "benchmarks/async_save.py")
     session.run("python", "benchmarks/plan_vs_measured.py")
+    session.run("python", "benchmarks/real_shapes.py")
     session.run("python", "benchmarks/context_parallel_memory.py")
     session.run("python", "benchmarks/moe_layer.py")
     session.run("python", "benchmarks/tensor_parallel_comm.py")
