@@ -154,7 +154,8 @@ def bench(session: nox.Session) -> None:
     every op backend vs its reference (posargs go to it, e.g. -- --models qwen3 --device cuda). Then the
     special ones: data preprocessing tokens/s vs a per-document encode loop; peak RSS per rank while an
     HF checkpoint loads and while it exports; the training stall of a save, sync vs async; shardzoo plan
-    vs measured peaks (and Qwen3-8B's shapes with one layer through tune_8b.sh, ~19 GiB); memory per rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a
+    vs measured peaks (and Qwen3-8B's shapes with one layer through tune_8b.sh, ~19 GiB); memory per rank
+    of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a
     loop."""
     install(session, MODELS)
     session.run("python", "benchmarks/run.py", *session.posargs)
