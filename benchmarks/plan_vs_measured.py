@@ -148,8 +148,9 @@ def main() -> None:
     exceeded = [name for name, r in results.items() if name.endswith(":export") and r["plan_over_measured"] < 1]
     print(f"export bound exceeded in {len(exceeded)} case(s) {exceeded or ''}")
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=REPO).stdout.strip()
+        from shardzoo.bench.report import git_commit
+
+        commit = git_commit(REPO)
         args.out.write_text(json.dumps({
             "benchmark": "shardzoo plan vs the measured training peak per rank (CPU, gloo, rank 0)",
             "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores", "commit": commit,

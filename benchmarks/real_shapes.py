@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import threading
 import time
@@ -49,6 +48,7 @@ def _rss_of_workers(marker: str) -> int:
 
 
 def measure() -> dict:
+    from shardzoo.bench.report import git_commit
     from shardzoo.config import load_config
     from shardzoo.plan import plan_memory
     from shardzoo.testing import run_launch_script
@@ -77,8 +77,7 @@ def measure() -> dict:
     training = (max(r["peak_memory_gib"] for r in steps) - steps[0]["memory_before_model_gib"]) * 2**30
     return {"benchmark": "Qwen3-8B shapes, 1 layer, frozen embedding and head, 2 CPU ranks through tune_8b.sh",
             "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores",
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                     cwd=REPO).stdout.strip(),
+            "commit": git_commit(REPO),
             "overrides": OVERRIDES, "losses": [r["loss"] for r in steps], "seconds": seconds,
             "plan": dict(plan.rows()), "measured_rank0_training": training, "plan_over_measured": plan.total / training,
             "both_ranks_peak_rss": peak[0]}
