@@ -53,7 +53,8 @@ def test_slurm_batch_script_starts_one_launcher_per_node(tmp_path):
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
     stubs = {
-        "scontrol": 'printf "node-a\\nnode-b\\n"',
+        # A long host list (a big job's): reading only its first line must not cut the pipe (SIGPIPE).
+        "scontrol": 'printf "node-a\\nnode-b\\n"; seq -f "node-%g" 200000',
         # SLURM runs the command once per node with that node's SLURM_NODEID.
         "srun": 'while [[ "$1" == --* ]]; do shift; done\nfor id in 0 1; do SLURM_NODEID=$id "$@"; done',
         "torchrun": f'echo "TORCHRUN $* OMP=$OMP_NUM_THREADS" >> {tmp_path / "calls.txt"}',
