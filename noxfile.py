@@ -1,6 +1,6 @@
 """Sessions: test-core, test-core-alone, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any
-other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped but those marked slow), slow
-(those), matrix (every feature combination case), templates (every model folder scaffolded and its copy
+other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped but those marked slow; it
+queues test-core-alone for the core's own), slow (those), matrix (every feature combination case), templates (every model folder scaffolded and its copy
 tested), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny, tune-internvl-tiny, tune-wan-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
@@ -110,10 +110,13 @@ for _model in _scaffolded_models():
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Everything CI runs."""
+    """Everything CI runs: the repo-level and model packages' tests with every package installed, then (queued
+    after it) the core's own tests in test-core-alone, without any model package. The core's tests never
+    import a model package, so they run once, where that independence is shown (test-core runs them
+    beside the packages)."""
     install(session, MODELS, *TEST_EXTRAS)
-    pytest(session, "core/tests", "tests", *[f"models/{m}/tests" for m in MODELS], "--ignore=tests/templates",
-           *NOT_SLOW)
+    pytest(session, "tests", *[f"models/{m}/tests" for m in MODELS], "--ignore=tests/templates", *NOT_SLOW)
+    session.notify("test-core-alone")
 
 
 @nox.session
