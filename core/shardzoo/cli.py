@@ -171,8 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_reporting_user_errors(args.fn, args)
+
+
+def run_reporting_user_errors(fn, *args) -> int:
+    """fn(*args), with a user error (ShardzooError) reported as one line and exit status 2; the package
+    tools (feature extraction, ...) run their main through it too."""
     try:
-        return args.fn(args)
+        return fn(*args) or 0
     except ShardzooError as exc:
         # A user error: one line that names what, where and the fix. Bugs keep their traceback.
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):

@@ -18,12 +18,18 @@ def latent_shape(vae_config: dict, frames: int, height: int, width: int) -> tupl
     temporal downsampling halves the frames after the first (T' = (T - 1) / 2^k + 1), each level after
     the first halves the size, and the Wan2.2 VAE first folds `patch_size` x `patch_size` pixels into
     channels."""
-    temporal = 2 ** sum(bool(x) for x in vae_config["temperal_downsample"])
+    temporal = temporal_factor(vae_config)
     spatial = 2 ** (len(vae_config["dim_mult"]) - 1) * (vae_config.get("patch_size") or 1)
     if (frames - 1) % temporal or height % spatial or width % spatial:
         raise ValueError(f"video size {frames} x {height} x {width}: the Wan VAE needs frames = {temporal}n + 1 and "
                          f"height, width divisible by {spatial}")
     return vae_config["z_dim"], (frames - 1) // temporal + 1, height // spatial, width // spatial
+
+
+def temporal_factor(vae_config: dict) -> int:
+    """Pixel frames per latent frame after the first (4 in the Wan VAEs): an image-to-video DiT's mask
+    channels."""
+    return 2 ** sum(bool(x) for x in vae_config["temperal_downsample"])
 
 
 class TextEncoder:
@@ -64,3 +70,9 @@ class VideoEncoder:
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
         mu = self.vae.encode(clips.to(self.vae.dtype)).latent_dist.mean.float()
         return (mu - self.mean.to(mu.device)) / self.std.to(mu.device)
+
+    def condition(self, clips: torch.Tensor) -> torch.Tensor:
+        """An image-to-video sample's condition latents: the first frame followed by zero frames, encoded."""
+        from .image_to_video import condition_clips
+
+        return self(condition_clips(clips))

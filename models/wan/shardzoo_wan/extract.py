@@ -4,11 +4,17 @@ safetensors shards, so training runs the DiT alone (what large runs do).
     python -m shardzoo_wan.extract --rows data/video_sample.json --vae VAE_DIR --text-encoder UMT5_DIR \\
         --tokenizer TOKENIZER_DIR --out FEATURES_DIR [--frames 81 --height 480 --width 832 --stride 1]
 
+For the image-to-video DiTs add `--image-to-video` (the first frame's condition latents), and for
+Wan2.1 I2V also `--image-encoder CLIP_DIR --image-processor PROCESSOR_DIR` (its CLIP image tokens).
+
 Rows are {"video": frame folder or video file (relative to the rows file), "caption": text} (rows.py). Each
 shard holds, per row i, `{i}.latents` [C, T', H', W'] (normalised, fp32) and `{i}.text` [n, d]
-(the true tokens' umT5 states; training zero-pads them to text_len). index.json lists the rows,
-their shards and the settings; shards are written to a temporary name and renamed when complete,
-so an interrupted run leaves no half shard behind and a rerun skips the finished ones.
+(the true tokens' umT5 states; training zero-pads them to text_len); with --image-to-video also
+`{i}.condition` [C, T', H', W'] (the first frame then zero frames, encoded and normalised), and with an
+image encoder `{i}.image` [L, d] (CLIP's penultimate hidden states of the first frame). index.json lists
+the rows, their shards and the settings; shards are written to a temporary name and renamed when
+complete, so an interrupted run leaves no half shard behind and a rerun skips the finished ones (a
+shard records the settings it was written with: a rerun with other settings is refused).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from shardzoo.errors import DataError
 
-from .encoders import TextEncoder, VideoEncoder
+from .encoders import TextEncoder, VideoEncoder, temporal_factor
+from .image_to_video import ImageEncoder
 from .rows import read_video_rows
 from .video import load_clip
 
@@ -31,34 +38,64 @@ EMPTY_TEXT = "empty_text.safetensors"
 
 
 def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, *, frames: int, height: int,
-            width: int, stride: int = 1, shard_size: int = 64) -> dict:
+            width: int, stride: int = 1, shard_size: int = 64, image_to_video: bool = False,
+            image: ImageEncoder | None = None) -> dict:
     rows, _ = read_video_rows(rows_path)
     out.mkdir(parents=True, exist_ok=True)
-    index = {"rows": len(rows), "frames": frames, "height": height, "width": width, "stride": stride,
-             "text_len": text.text_len, "shards": []}
+    settings = {"frames": frames, "height": height, "width": width, "stride": stride, "text_len": text.text_len}
+    if image_to_video:
+        settings["mask_channels"] = temporal_factor(video.vae.config)
+    if image is not None:
+        if not image_to_video:
+            raise ValueError("an image encoder's tokens go with --image-to-video (Wan2.1 I2V)")
+        settings["image_tokens"] = True
+    index = {"rows": len(rows), **settings, "shards": []}
     for start in range(0, len(rows), shard_size):
         name = f"features_{start // shard_size:05d}.safetensors"
         index["shards"].append({"file": name, "first": start, "count": min(shard_size, len(rows) - start)})
-        if (out / name).is_file():
-            continue  # finished by an earlier run
+        if (out / name).is_file():  # finished by an earlier run, with these settings
+            _check_settings(out / name, settings)
+            continue
         tensors = {}
         for i in range(start, min(start + shard_size, len(rows))):
             row = rows[i]
-            clip = load_clip(row.video, frames, height, width, stride)
-            tensors[f"{i}.latents"] = video(clip[None])[0].contiguous()
+            clip = load_clip(row.video, frames, height, width, stride)[None]
+            tensors[f"{i}.latents"] = video(clip)[0].contiguous()
             states, lengths = text.encode([row.caption])
             tensors[f"{i}.text"] = states[0, :int(lengths[0])].float().contiguous()  # the padding is zeros
+            if image_to_video:
+                tensors[f"{i}.condition"] = video.condition(clip)[0].contiguous()
+            if image is not None:
+                tensors[f"{i}.image"] = image(clip[:, :, 0])[0].contiguous()
         tmp = out / f".{name}.tmp"
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
         os.replace(tmp, out / name)
     # The empty prompt's encoding, for text dropout (task.text_drop_prob): true tokens only, as each row's.
     states, lengths = text.encode([""])
     save_file({"text": states[0, :int(lengths[0])].float().contiguous()}, str(out / EMPTY_TEXT))
-    if rows:  # what a row's latents are, for `shardzoo plan` and the trainer's checks without opening a shard
+    if rows:  # what a row's tensors are, for `shardzoo plan` and the trainer's checks without opening a shard
         with safe_open(str(out / index["shards"][0]["file"]), framework="pt") as f:
-            index["latent_shape"] = list(f.get_slice(f"{index['shards'][0]['first']}.latents").get_shape())
+            first = index["shards"][0]["first"]
+            index["latent_shape"] = list(f.get_slice(f"{first}.latents").get_shape())
+            if image is not None:
+                index["image_shape"] = list(f.get_slice(f"{first}.image").get_shape())
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
+
+
+def _check_settings(shard: Path, settings: dict) -> None:
+    with safe_open(str(shard), framework="pt") as f:
+        written = (f.metadata() or {}).get("settings")
+    if written is None:
+        # Shards from before the settings were recorded: T2V ones, whose sizes index.json names.
+        index_path = shard.parent / "index.json"
+        old = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        same = all(old.get(k) == v for k, v in settings.items())
+    else:
+        same = json.loads(written) == settings
+    if not same:
+        raise DataError(f"{shard}: written with other settings ({written or 'an earlier extraction'}) than this run's "
+                        f"{json.dumps(settings, sort_keys=True)}; extract into a new --out folder")
 
 
 def _padded(states: torch.Tensor, text_len: int) -> torch.Tensor:
@@ -98,11 +135,27 @@ class FeatureStore:
         with safe_open(str(self._shard(0)), framework="pt") as f:
             return tuple(f.get_slice("0.latents").get_shape())
 
+    @property
+    def mask_channels(self) -> int:
+        """The image-to-video mask's channels (the VAE's temporal factor); 0 without --image-to-video."""
+        return self.index.get("mask_channels", 0)
+
+    @property
+    def image_tokens(self) -> bool:
+        return bool(self.index.get("image_tokens"))
+
+    def row(self, i: int, fields: tuple[str, ...] = ("latents", "text")) -> dict:
+        """Row i's `fields` (latents, text zero-padded to text_len, condition, image)."""
+        with safe_open(str(self._shard(i)), framework="pt") as f:
+            found = {name: f.get_tensor(f"{i}.{name}") for name in fields}
+        if "text" in found:
+            found["text"] = _padded(found["text"], self.text_len)
+        return found
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents, text states zero-padded to text_len) of row i."""
-        with safe_open(str(self._shard(i)), framework="pt") as f:
-            latents, states = f.get_tensor(f"{i}.latents"), f.get_tensor(f"{i}.text")
-        return latents, _padded(states, self.text_len)
+        found = self.row(i)
+        return found["latents"], found["text"]
 
     def empty_text(self) -> torch.Tensor:
         """The empty prompt's states zero-padded to text_len [text_len, d]; DataError when the extraction
@@ -136,14 +189,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--text-len", type=int, default=512)
     parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--image-to-video", action="store_true",
+                        help="also the first frame's condition latents (Wan2.1 I2V, Wan2.2 I2V-A14B)")
+    parser.add_argument("--image-encoder", help="Wan2.1 I2V: folder of the CLIP vision encoder (transformers "
+                        "CLIPVisionModel, the repo's image_encoder/); writes its image tokens")
+    parser.add_argument("--image-processor", help="with --image-encoder: the repo's image_processor/ folder")
     args = parser.parse_args(argv)
+    if (args.image_encoder is None) != (args.image_processor is None):
+        parser.error("--image-encoder and --image-processor come together")
+    if args.image_encoder and not args.image_to_video:
+        parser.error("--image-encoder writes Wan2.1 I2V's image tokens: add --image-to-video")
     video = VideoEncoder(AutoencoderKLWan.from_pretrained(args.vae))
     text = TextEncoder(UMT5EncoderModel.from_pretrained(args.text_encoder),
                        AutoTokenizer.from_pretrained(args.tokenizer), args.text_len)
+    image = None
+    if args.image_encoder:
+        from transformers import CLIPVisionModel
+
+        image = ImageEncoder(CLIPVisionModel.from_pretrained(args.image_encoder), args.image_processor)
     index = extract(args.rows, args.out, video, text, frames=args.frames, height=args.height, width=args.width,
-                    stride=args.stride, shard_size=args.shard_size)
+                    stride=args.stride, shard_size=args.shard_size, image_to_video=args.image_to_video, image=image)
     print(f"wrote {index['rows']} rows in {len(index['shards'])} shards to {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from shardzoo.cli import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

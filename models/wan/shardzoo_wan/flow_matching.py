@@ -18,6 +18,8 @@ from typing import Literal, Optional
 import torch
 import torch.nn as nn
 
+from .image_to_video import dit_input, mask_channels
+
 
 def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigma / (1 + (shift - 1) * sigma)
@@ -70,8 +72,8 @@ class SigmaSampler:
 
 def flow_matching_loss(model: nn.Module, latents: torch.Tensor, text: torch.Tensor, sigma: torch.Tensor,
                        noise: torch.Tensor, normalizer: float | torch.Tensor, weights: Optional[torch.Tensor] = None,
-                       clean_first_frame: Optional[torch.Tensor] = None,
-                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                       clean_first_frame: Optional[torch.Tensor] = None, dtype: Optional[torch.dtype] = None,
+                       condition: Optional[torch.Tensor] = None, image: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sum over samples of each sample's mean squared error against v = noise - latents (times its
     `weights`, 0 for a filler sample), divided by `normalizer` (the step's sample count over
     micro-batches and ranks, as the trainer's token count for language models: any split of the
@@ -80,7 +82,11 @@ def flow_matching_loss(model: nn.Module, latents: torch.Tensor, text: torch.Tens
 
     `clean_first_frame` [B] marks Wan2.2 TI2V image-to-video samples: their first latent frame stays
     the clean x0, its tokens get timestep 0 (a [B, L] per-token timestep), and it is left out of their
-    loss, as the sampler overwrites that frame with the condition at every step."""
+    loss, as the sampler overwrites that frame with the condition at every step.
+
+    `condition` [B, z, T', H', W'] are an image-to-video sample's first-frame latents: the DiT reads
+    cat(x_t, first-frame mask, condition) (image_to_video.py) and predicts v for the z channels; `image`
+    [B, L, d] are Wan2.1 I2V's CLIP image tokens."""
     latents, noise = latents.float(), noise.float()
     s = sigma.float().view(-1, *([1] * (latents.ndim - 1)))
     noisy = (1 - s) * latents + s * noise
@@ -96,8 +102,12 @@ def flow_matching_loss(model: nn.Module, latents: torch.Tensor, text: torch.Tens
         timestep = torch.where(clean_first_frame[:, None] & first[None], 0.0, timestep[:, None])
         frame_weight = torch.ones(b, 1, frames, 1, 1, device=latents.device)
         frame_weight[:, :, 0] = (~clean_first_frame).float().view(b, 1, 1, 1)
-    text = text if dtype is None else text.to(dtype)
-    prediction = model(noisy if dtype is None else noisy.to(dtype), timestep, text)
+    if condition is not None:
+        noisy = dit_input(noisy, condition, mask_channels(model.config))
+    if dtype is not None:
+        noisy, text = noisy.to(dtype), text.to(dtype)
+        image = None if image is None else image.to(dtype)
+    prediction = model(noisy, timestep, text) if image is None else model(noisy, timestep, text, image)
     error = (prediction.float() - (noise - latents)).pow(2)
     if frame_weight is None:
         per_sample = error.flatten(1).mean(1)

@@ -115,11 +115,13 @@ PLAN = ParallelPlan(
     # statistic over the ranks), the FFN by columns; between the blocks each rank keeps its share of the
     # video tokens (SequenceShard). What runs on those tokens with whole weights (modulation tables, the
     # affine norm, the patch embedding, the time embedding, the output projection) sums its gradient
-    # over the ranks; the text embedding computes the same on every rank.
+    # over the ranks; the text (and Wan2.1 I2V's image) embedding computes the same on every rank, and the
+    # cross-attention's keys and values over them split by heads like its query.
     tp=TensorParallelPlan(
-        colwise=tuple(f"{BLOCK}.attn{i}.to_{p}" for i in (1, 2) for p in "qkv") + (f"{BLOCK}.ffn.net.0.proj",),
+        colwise=tuple(f"{BLOCK}.attn{i}.to_{p}" for i in (1, 2) for p in "qkv") + (f"{BLOCK}.ffn.net.0.proj",)
+        + (f"{BLOCK}.attn2.add_k_proj", f"{BLOCK}.attn2.add_v_proj"),  # Wan2.1 I2V's image keys / values
         rowwise=(f"{BLOCK}.attn1.to_out.0", f"{BLOCK}.attn2.to_out.0", f"{BLOCK}.ffn.net.2"),
-        width_norms=tuple(f"{BLOCK}.attn{i}.norm_{p}" for i in (1, 2) for p in "qk"),
+        width_norms=tuple(f"{BLOCK}.attn{i}.norm_{p}" for i in (1, 2) for p in "qk") + (f"{BLOCK}.attn2.norm_added_k",),
         block_inputs=(f"{BLOCK}.attn1", f"{BLOCK}.attn2", f"{BLOCK}.ffn"),
         local_params=("", BLOCK, f"{BLOCK}.norm2", "patch_embedding", "condition_embedder.time_embedder.linear_1",
                       "condition_embedder.time_embedder.linear_2", "condition_embedder.time_proj", "proj_out"),

@@ -6,6 +6,9 @@ Two ways in, chosen by the `task:` config section:
 * online: the rows' clips and captions are encoded every step by the frozen Wan VAE (diffusers) and
   umT5 encoder (transformers), held beside the task, never trained, sharded or checkpointed.
 
+Image-to-video DiTs (Wan2.1 I2V, Wan2.2 I2V-A14B) also read the first frame's condition latents and,
+Wan2.1, its CLIP image tokens (image_to_video.py), encoded online or extracted with the features.
+
 Every sample's randomness (sigma, the TI2V clean-first-frame draw, the noise) comes from a CPU
 generator seeded by the training seed and the sample's draw key (epoch and row): the same sample gets
 the same noise whatever the world size, batch split or context-parallel degree, and after a resume.
@@ -32,6 +35,7 @@ from shardzoo.data.loader import StepLoader
 from shardzoo.train.task import Task
 
 from .flow_matching import SigmaSampler, flow_matching_loss
+from .image_to_video import check_channels, check_image_to_video, image_to_video_fields, mask_channels
 from .video_batches import ClipRows, FeatureRows, VideoCollate
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,11 @@ class FlowMatchingOptions:
     """Online: folder of the umT5 encoder (transformers UMT5EncoderModel)."""
     tokenizer: Optional[str] = None
     """Online: the umT5 tokenizer folder."""
+    image_encoder: Optional[str] = None
+    """Online, Wan2.1 I2V: folder of the CLIP vision encoder (transformers CLIPVisionModel; the repo's
+    image_encoder/)."""
+    image_processor: Optional[str] = None
+    """Online, Wan2.1 I2V: the CLIP image processor's folder (the repo's image_processor/)."""
     encoder_dtype: Literal["fp32", "bf16"] = "bf16"
     """Online: dtype the frozen encoders run in (the DiT's follows parallel.param_dtype)."""
     num_frames: int = 81
@@ -79,6 +88,19 @@ class FlowMatchingOptions:
     from the sample's own generator."""
 
 
+def mask_channels_of(cfg) -> int:
+    """The image-to-video mask channels the run's latents come with: the extraction's (0 when it wrote no
+    condition latents), or the VAE's temporal factor."""
+    o = options(cfg)
+    if o.features is not None:
+        return FeatureRows(o.features, o.text_len).store.mask_channels
+    from diffusers import AutoencoderKLWan
+
+    from .encoders import temporal_factor
+
+    return temporal_factor(AutoencoderKLWan.load_config(str(resolve_path(o.vae))))
+
+
 def latent_shape_of(cfg) -> tuple[int, ...]:
     """[C, T', H', W'] of the latents a run trains on: the extracted features', or what its VAE makes of
     task.num_frames x height x width."""
@@ -95,8 +117,11 @@ def latent_shape_of(cfg) -> tuple[int, ...]:
 def options(cfg) -> FlowMatchingOptions:
     """The task section, checked: ConfigError naming the key for anything wrong."""
     o = build_section(FlowMatchingOptions, cfg.task, "task")
+    if (o.image_encoder is None) != (o.image_processor is None):
+        raise ConfigError("task.image_encoder and task.image_processor come together (Wan2.1 I2V online: the repo's "
+                          "image_encoder/ and image_processor/ folders)")
     if o.features is not None:
-        given = [k for k in ("vae", "text_encoder", "tokenizer") if getattr(o, k) is not None]
+        given = [k for k in ("vae", "text_encoder", "tokenizer", "image_encoder") if getattr(o, k) is not None]
         if given:
             raise ConfigError(f"task.features and task.{given[0]}: training reads extracted features, so the "
                               "encoders are not used; remove one of them")
@@ -104,9 +129,11 @@ def options(cfg) -> FlowMatchingOptions:
             raise ConfigError(f"task.features: {resolve_path(o.features)} has no index.json; write it with python -m "
                               "shardzoo_wan.extract (or remove task.features to encode online)")
     else:
-        for key in ("vae", "text_encoder", "tokenizer"):
+        for key in ("vae", "text_encoder", "tokenizer", "image_encoder", "image_processor"):
             path = getattr(o, key)
             if path is None:
+                if key.startswith("image_"):
+                    continue
                 raise ConfigError(f"task.{key}: missing; online encoding needs task.vae, task.text_encoder and "
                                   "task.tokenizer (folders), or set task.features to train on extracted features")
             if not resolve_path(path).is_dir():
@@ -155,9 +182,10 @@ class VideoData:
 
 
 class OnlineEncoders:
-    """The frozen umT5 and VAE, outside the task's module tree (not trained, sharded or saved)."""
+    """The frozen umT5 and VAE (and Wan2.1 I2V's CLIP), outside the task's module tree (not trained,
+    sharded or saved)."""
 
-    def __init__(self, o: FlowMatchingOptions):
+    def __init__(self, o: FlowMatchingOptions, image_to_video: bool = False):
         from diffusers import AutoencoderKLWan
         from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -167,17 +195,32 @@ class OnlineEncoders:
         self.video = VideoEncoder(AutoencoderKLWan.from_pretrained(str(resolve_path(o.vae)), torch_dtype=dtype))
         self.text = TextEncoder(UMT5EncoderModel.from_pretrained(str(resolve_path(o.text_encoder)), dtype=dtype),
                                 AutoTokenizer.from_pretrained(str(resolve_path(o.tokenizer))), o.text_len)
+        self.image_to_video, self.image = image_to_video, None
+        if o.image_encoder is not None:
+            from transformers import CLIPVisionModel
+
+            from .image_to_video import ImageEncoder
+
+            self.image = ImageEncoder(CLIPVisionModel.from_pretrained(str(resolve_path(o.image_encoder)), dtype=dtype),
+                                      resolve_path(o.image_processor))
         self.device: Optional[torch.device] = None
 
     def to(self, device: torch.device) -> None:
         if self.device != device:
-            self.video.vae.to(device)
-            self.text.model.to(device)
+            for model in (self.video.vae, self.text.model, self.image and self.image.model):
+                if model is not None:
+                    model.to(device)
             self.device = device
 
-    def __call__(self, clips: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, clips: torch.Tensor, prompts: list[str]) -> dict:
+        """latents, text, and for an image-to-video DiT the condition latents and CLIP image tokens."""
         self.to(clips.device)
-        return self.video(clips), self.text(prompts).float()
+        encoded = {"latents": self.video(clips), "text": self.text(prompts).float()}
+        if self.image_to_video:
+            encoded["condition"] = self.video.condition(clips)
+        if self.image is not None:
+            encoded["image"] = self.image(clips[:, :, 0])
+        return encoded
 
     def empty_text(self) -> torch.Tensor:
         """The empty prompt's states [text_len, d], as the features' extraction stores them."""
@@ -213,13 +256,8 @@ class FlowMatchingTask(Task):
         if cfg.training.loss_reduction != "token":
             raise ConfigError("training.loss_reduction: Wan flow matching averages each sample's squared error "
                               "and then over samples; remove training.loss_reduction")
-        if hf_config.image_dim is not None or hf_config.in_channels == 36:
-            # The DiT and its checkpoints load (parity with diffusers); the first-frame conditioning of the
-            # training task (mask + the first frame's latents, CLIP tokens) is not built yet.
-            raise ConfigError(f"model: {'Wan2.1' if hf_config.image_dim else 'Wan2.2'} image-to-video (in_channels "
-                              f"{hf_config.in_channels}) trains with first-frame conditioning, which this version "
-                              "of the task does not build yet; text-to-video and TI2V-5B train")
         o = options(cfg)
+        check_image_to_video(o, hf_config)
         if o.features is None:
             _video_source(cfg)
 
@@ -231,7 +269,7 @@ class FlowMatchingTask(Task):
         o, t, d = options(cfg), cfg.training, cfg.data
         patch = np.prod(hf_config.patch_size)
         if o.features is not None:
-            rows = FeatureRows(o.features, o.text_len)
+            rows = FeatureRows(o.features, o.text_len, image_to_video_fields(hf_config))
             source, skipped = f"features {rows.store.folder}", 0
             if d.max_samples is not None:
                 raise ConfigError("data.max_samples: not applied to extracted features; extract fewer rows instead")
@@ -243,9 +281,7 @@ class FlowMatchingTask(Task):
             rows = ClipRows(found[:d.max_samples], o)
             source = f"{video_source.path} (encoded online)"
         shape = latent_shape_of(cfg)
-        if shape[0] != hf_config.in_channels:
-            raise ConfigError(f"task: the latents have {shape[0]} channels but the DiT's in_channels is "
-                              f"{hf_config.in_channels}; use the VAE (or features) the model was trained with")
+        check_channels(shape[0], mask_channels_of(cfg) if mask_channels(hf_config) else 0, hf_config)
         tokens = int(np.prod(shape[1:]) // patch)
         # Evaluation rows: split off (the same draw keys at every evaluation, so each row's sigma and noise
         # are fixed and evaluations compare), or a video dataset of their own.
@@ -272,7 +308,7 @@ class FlowMatchingTask(Task):
     @classmethod
     def from_config(cls, model: nn.Module, cfg, hf_config) -> "FlowMatchingTask":
         o = options(cfg)
-        encoders = OnlineEncoders(o) if o.features is None else None
+        encoders = OnlineEncoders(o, bool(mask_channels(hf_config))) if o.features is None else None
         empty_text = None
         if o.text_drop_prob:
             empty_text = encoders.empty_text() if encoders else FeatureRows(o.features, o.text_len).store.empty_text()
@@ -295,18 +331,21 @@ class FlowMatchingTask(Task):
     def forward(self, seeds: torch.Tensor, weights: torch.Tensor, normalizer: float | torch.Tensor,
                 latents: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None,
                 clips: Optional[torch.Tensor] = None, prompts: Optional[list[str]] = None,
+                condition: Optional[torch.Tensor] = None, image: Optional[torch.Tensor] = None,
                 micro_batches: int = 1) -> torch.Tensor:
         if latents is None:
             if self.encoders is None:
                 raise ValueError("a batch of clips reached a task without encoders (task.features is set)")
-            latents, text = self.encoders(clips, prompts)
+            encoded = self.encoders(clips, prompts)
+            latents, text, condition, image = (encoded.get(k) for k in ("latents", "text", "condition", "image"))
         sigma, clean, noise, dropped = self.draw(seeds, tuple(latents.shape[1:]))
         device, dtype = latents.device, self.model.patch_embedding.weight.dtype  # the DiT's compute dtype
         if dropped.any():
             text = torch.where(dropped.to(device)[:, None, None], self.empty_text.to(device, text.dtype), text)
         clean = clean.to(device) if self.first_frame_clean else None
         return flow_matching_loss(self.model, latents, text, sigma.to(device), noise.to(device), normalizer,
-                                  weights=weights, clean_first_frame=clean, dtype=dtype)
+                                  weights=weights, clean_first_frame=clean, dtype=dtype, condition=condition,
+                                  image=image)
 
 
 def _video_source(cfg, data=None, key: str = "data.dataset"):

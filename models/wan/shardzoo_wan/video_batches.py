@@ -38,6 +38,10 @@ class VideoBatch(TensorFields):
     """[B, 3, T, H, W] in [-1, 1] (online)."""
     prompts: Optional[list[str]] = None
     """Captions (online)."""
+    condition: Optional[torch.Tensor] = None
+    """[B, C, T', H', W'] image-to-video: the first frame's condition latents (features)."""
+    image: Optional[torch.Tensor] = None
+    """[B, L, d] Wan2.1 I2V: CLIP image tokens of the first frame (features)."""
 
     @property
     def loss_normalizer(self) -> float:
@@ -53,23 +57,24 @@ class VideoBatch(TensorFields):
 
     def inputs(self) -> dict:
         return {"seeds": self.seeds, "weights": self.weights, "latents": self.latents, "text": self.text,
-                "clips": self.clips, "prompts": self.prompts}
+                "clips": self.clips, "prompts": self.prompts, "condition": self.condition, "image": self.image}
 
 
 class FeatureRows:
-    """Extracted features, one (latents, text) per row."""
+    """Extracted features: per row the latents and text, and what an image-to-video DiT reads too
+    (`fields`: condition, image)."""
 
-    def __init__(self, folder: str, text_len: int):
+    def __init__(self, folder: str, text_len: int, fields: tuple[str, ...] = ()):
         from .extract import FeatureStore
 
         self.store = FeatureStore(resolve_path(folder), text_len)
+        self.fields = ("latents", "text", *fields)
 
     def __len__(self) -> int:
         return len(self.store)
 
     def __getitem__(self, i: int) -> dict:
-        latents, text = self.store[i]
-        return {"latents": latents, "text": text}
+        return self.store.row(i, self.fields)
 
 
 class ClipRows:
@@ -105,8 +110,9 @@ class VideoCollate:
                            weights=torch.from_numpy(~np.asarray(masked)).float(),
                            tokens_per_sample=self.tokens_per_sample, cp_size=self.cp_size)
         if "latents" in samples[0]:
-            batch.latents = torch.stack([s["latents"] for s in samples])
-            batch.text = torch.stack([s["text"] for s in samples])
+            for name in ("latents", "text", "condition", "image"):
+                if name in samples[0]:
+                    setattr(batch, name, torch.stack([s[name] for s in samples]))
         else:
             batch.clips = torch.stack([s["clip"] for s in samples])
             batch.prompts = [s["caption"] for s in samples]

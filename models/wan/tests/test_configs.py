@@ -41,18 +41,25 @@ def test_unknown_config_key_is_named():
 WAN21_LATENTS, WAN22_LATENTS = [16, 21, 60, 104], [48, 31, 44, 80]
 
 
-def _features(folder, latents) -> str:
-    (folder / "index.json").write_text(json.dumps({"rows": 1, "text_len": 512, "shards": [], "latent_shape": latents}))
+def _features(folder, latents, image_to_video: dict | None = None) -> str:
+    index = {"rows": 1, "text_len": 512, "shards": [], "latent_shape": latents, **(image_to_video or {})}
+    (folder / "index.json").write_text(json.dumps(index))
     return str(folder)
 
 
-@pytest.mark.parametrize("train_config,model,cp,tokens,latents", [
-    ("tune_wan2_1_t2v_1_3b.yaml", "wan2.1-t2v-1.3b", 1, 21 * 30 * 52, WAN21_LATENTS),
-    ("tune_wan2_1_t2v_14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52, WAN21_LATENTS),
-    ("tune_wan2_2_t2v_a14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52, WAN21_LATENTS),  # each expert: 14B shapes
-    ("tune_wan2_2_ti2v_5b.yaml", "wan2.2-ti2v-5b", 1, 31 * 22 * 40, WAN22_LATENTS),
+# What an image-to-video extraction adds: the Wan2.1 VAE's 4 mask channels, and Wan2.1's CLIP tokens.
+WAN21_I2V, WAN22_I2V = {"mask_channels": 4, "image_tokens": True, "image_shape": [257, 1280]}, {"mask_channels": 4}
+
+
+@pytest.mark.parametrize("train_config,model,cp,tokens,latents,i2v", [
+    ("tune_wan2_1_t2v_1_3b.yaml", "wan2.1-t2v-1.3b", 1, 21 * 30 * 52, WAN21_LATENTS, {}),
+    ("tune_wan2_1_t2v_14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52, WAN21_LATENTS, {}),
+    ("tune_wan2_2_t2v_a14b.yaml", "wan2.1-t2v-14b", 2, 21 * 30 * 52, WAN21_LATENTS, {}),  # each expert: 14B shapes
+    ("tune_wan2_2_ti2v_5b.yaml", "wan2.2-ti2v-5b", 1, 31 * 22 * 40, WAN22_LATENTS, {}),
+    ("tune_wan2_1_i2v_14b.yaml", "wan2.1-i2v-14b", 2, 21 * 30 * 52, WAN21_LATENTS, WAN21_I2V),
+    ("tune_wan2_2_i2v_a14b.yaml", "wan2.2-i2v-a14b", 2, 21 * 30 * 52, WAN21_LATENTS, WAN22_I2V),
 ])
-def test_training_configs_fit_eight_64gb_devices(tmp_path, train_config, model, cp, tokens, latents):
+def test_training_configs_fit_eight_64gb_devices(tmp_path, train_config, model, cp, tokens, latents, i2v):
     """The 8-device configs parse, pass the task's checks, split their video tokens and heads over cp,
     and fit 64 GB per device by `shardzoo plan` (the features folder stands in for an extraction)."""
     from shardzoo.config import load_config
@@ -62,7 +69,7 @@ def test_training_configs_fit_eight_64gb_devices(tmp_path, train_config, model, 
     from shardzoo_wan.task import FlowMatchingTask
 
     cfg = load_config(CONFIGS / train_config, ["--model.model_name_or_path", str(CONFIGS / model),
-                                               "--task.features", _features(tmp_path, latents)])
+                                               "--task.features", _features(tmp_path, latents, i2v)])
     spec, config = resolve_model(cfg)
     FlowMatchingTask.check_config(cfg, spec, config)
     assert cfg.parallel.cp_size == cp and tokens % cp == 0 and config.num_attention_heads % cp == 0

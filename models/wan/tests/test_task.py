@@ -126,12 +126,41 @@ def test_task_section_errors_name_the_key(task, sections, message):
         FlowMatchingTask.check_config(cfg, None, tiny_config())
 
 
-@pytest.mark.parametrize("dit", [dict(image_dim=20, added_kv_proj_dim=24, in_channels=36),
-                                 dict(in_channels=36)], ids=["wan2.1-i2v", "wan2.2-i2v"])
-def test_image_to_video_dits_are_refused_by_the_task_until_it_conditions(dit):
-    cfg = config({"vae": "data", "text_encoder": "data", "tokenizer": "data"})
-    with pytest.raises(ConfigError, match=r"image-to-video \(in_channels 36\) trains with first-frame conditioning"):
-        FlowMatchingTask.check_config(cfg, None, tiny_config(**dit))
+I2V = dict(in_channels=10, out_channels=4, image_dim=20, added_kv_proj_dim=24)  # tiny: latents 4 + mask 2 + condition 4
+
+
+def i2v_config(task: dict, features: bool = False):
+    paths = {} if features else {"vae": "data", "text_encoder": "data", "tokenizer": "data"}
+    return config({**paths, **task})
+
+
+@pytest.mark.parametrize("dit,task,message", [
+    (I2V, {}, "task.image_encoder: missing; Wan2.1 I2V reads CLIP image tokens"),
+    (dict(in_channels=10, out_channels=4), {"image_encoder": "data", "image_processor": "data"},
+     r"task.image_encoder: Wan2.2 I2V-A14B has no image tokens"),
+    ({}, {"image_encoder": "data", "image_processor": "data"}, "task.image_encoder: only Wan2.1 image-to-video"),
+    (I2V, {"image_encoder": "data"}, "task.image_encoder and task.image_processor come together"),
+    (I2V, {"image_encoder": "data", "image_processor": "data", "first_frame_clean": 0.5},
+     "task.first_frame_clean: Wan2.2 TI2V-5B's clean first frame"),
+])
+def test_task_section_fits_the_dit(dit, task, message):
+    with pytest.raises(ConfigError, match=message):
+        FlowMatchingTask.check_config(i2v_config(task), None, tiny_config(**dit))
+
+
+def test_text_to_video_features_are_refused_for_an_i2v_dit(tmp_path, tiny_encoders):
+    from shardzoo_wan.extract import main
+
+    main(["--rows", str(REPO / "data/video_sample.json"), "--vae", str(tiny_encoders / "vae"), "--text-encoder",
+          str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"), "--out",
+          str(tmp_path / "t2v"), "--frames", "5", "--height", "32", "--width", "32", "--stride", "2"])
+    with pytest.raises(ConfigError, match=r"task.features: .*t2v has no condition latents.*--image-to-video"):
+        FlowMatchingTask.check_config(i2v_config({"features": str(tmp_path / "t2v")}, features=True), None,
+                                      tiny_config(**I2V))
+    from shardzoo_wan.image_to_video import check_channels
+    with pytest.raises(ConfigError, match=r"the latents have 4 channels and a 4-channel first-frame mask, so the "
+                                          r"DiT's in_channels would be 12, but it is 10"):
+        check_channels(4, 4, tiny_config(**I2V))
 
 
 def test_configs_find_the_package_without_model_id():

@@ -137,3 +137,30 @@ def test_evaluation_leaves_training_alone_and_is_exact_over_ranks(tmp_path, tiny
                        + ["--training.per_device_train_batch_size", "1", "--parallel.cp_size", "1"])
     # Same tolerance as the curves above: the ranks' weights and sums differ in the last bits only.
     assert [r["eval_loss"] for r in two if "eval_loss" in r] == pytest.approx([evals[3], evals[6]], rel=RTOL)
+
+
+I2V_CONFIG = REPO / "models/wan/configs/tune_wan_i2v_tiny.yaml"
+
+
+def test_image_to_video_trains_alike_from_features_and_split_by_heads(tmp_path, tiny_encoders):
+    """Wan2.1-style I2V (first-frame mask and condition latents, CLIP tokens in every cross-attention): extracted
+    features give the curve of online encoding, and tensor parallel 2 (the image keys and values split by
+    heads, the image tokens on every rank) the curve of one process."""
+    from shardzoo_wan.extract import main as extract
+
+    online = curve(run_training(I2V_CONFIG, tmp_path / "online", cwd=REPO,
+                                overrides=COMMON + task_overrides(tiny_encoders, image=True)))
+    out = tmp_path / "features"
+    extract(["--rows", str(REPO / "data/video_sample.json"), "--vae", str(tiny_encoders / "vae"), "--text-encoder",
+             str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"), "--out", str(out),
+             "--frames", "5", "--height", "32", "--width", "32", "--stride", "2", "--text-len", "24",
+             "--image-to-video", "--image-encoder", str(tiny_encoders / "image_encoder"), "--image-processor",
+             str(tiny_encoders / "image_processor")])
+    features = ["--task.features", str(out)] + [a for key in ("vae", "text_encoder", "tokenizer", "image_encoder",
+                                                               "image_processor") for a in (f"--task.{key}", "null")]
+    extracted = curve(run_training(I2V_CONFIG, tmp_path / "run", cwd=REPO, overrides=COMMON + features))
+    # As for T2V: one clip at a time through the same encoders in fp32 (measured exact).
+    assert extracted[0] == pytest.approx(online[0], rel=1e-6)
+    split = curve(run_training(I2V_CONFIG, tmp_path / "tp2", nproc=2, cwd=REPO, timeout=300,
+                               overrides=COMMON + features + ["--parallel.tp_size", "2"]))
+    assert split[0] == pytest.approx(online[0], rel=RTOL) and split[1] == pytest.approx(online[1], rel=GRAD_NORM_RTOL)
