@@ -324,3 +324,61 @@ def _tokenize(*args, **kwargs):
     from shardzoo.data.templates import tokenize_conversations
 
     return tokenize_conversations(*args, **kwargs)
+
+
+class GroupedRows(list):
+    """Rows with a group per row (what a video task's size buckets give the loader)."""
+
+    def __init__(self, rows, groups):
+        super().__init__(rows)
+        self.groups = np.asarray(groups)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_grouped_rows_make_each_step_from_one_group_for_any_split(drop_last):
+    groups = [0] * 7 + [1] * 4 + [2] * 1
+    rows = GroupedRows(rows_of(12), np.random.default_rng(0).permutation(groups))
+    kw = dict(seed=5, shuffle=True, pad_id=0, drop_last=drop_last)
+    single = StepLoader(rows, rank=0, world=1, batch_size=2, grad_accum=2, **kw)
+    ranks = [StepLoader(rows, rank=r, world=2, batch_size=1, grad_accum=2, **kw) for r in range(2)]
+    # Steps of 4 rows: group 0 makes 2 (the second filled with 1 masked row, or 1 when dropping), group 1
+    # makes 1, group 2 one filled with 3 masked rows (or none).
+    steps = 2 if drop_last else 4
+    assert single.steps_per_epoch == ranks[0].steps_per_epoch == steps
+    for epoch in (0, 1):
+        live_rows = []
+        for step in range(steps):
+            one = single.step_batches(epoch, step)
+            ids = [i for b in one for i in b.input_ids[:, 0].tolist()]
+            assert len({int(rows.groups[i]) for i in ids}) == 1, ids  # one group per step
+            live_rows += [i for b in one for i, t in zip(b.input_ids[:, 0].tolist(), b.targets[:, 0].tolist())
+                          if t != -100]
+            parts = [r.step_batches(epoch, step) for r in ranks]
+            for micro in range(2):  # the ranks' micro-batches make up the same global step
+                split = sorted(p[micro].input_ids[0, 0].item() for p in parts)
+                assert split == sorted(one[micro].input_ids[:, 0].tolist())
+        # Every row once per epoch (a dropped step's rows wait for another epoch's order).
+        assert len(live_rows) == len(set(live_rows)) == (8 if drop_last else 12)
+    assert single.order(0)[0].tolist() != single.order(1)[0].tolist()  # steps and rows reshuffled
+
+
+def test_grouped_loader_resumes_and_refuses_other_groups():
+    rows = GroupedRows(rows_of(12), [0, 1] * 6)
+    kw = dict(rank=0, world=1, batch_size=2, grad_accum=1, seed=1, shuffle=True, pad_id=0)
+    reference = iter(StepLoader(rows, **kw))
+    full = [first_ids(next(reference)) for _ in range(8)]  # 6 steps per epoch: crosses into the next
+    first = StepLoader(rows, **kw)
+    it = iter(first)
+    seen = [first_ids(next(it)) for _ in range(4)]
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = StepLoader(rows, **kw)
+    resumed.load_state_dict(state)
+    it = iter(resumed)
+    assert seen + [first_ids(next(it)) for _ in range(4)] == full
+    with pytest.raises(ConfigError, match=r"groups: saved \[6, 6\], now \[4, 8\]"):
+        StepLoader(GroupedRows(rows_of(12), [0] * 4 + [1] * 8), **kw).load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"groups: saved \[6, 6\], now None"):
+        StepLoader(rows_of(12), **kw).load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"12 rows \(in groups of \[4, 8\]: each step comes from one group\) but one "
+                                          "optimizer step needs 10"):
+        StepLoader(GroupedRows(rows_of(12), [0] * 4 + [1] * 8), **{**kw, "batch_size": 10}, drop_last=True)

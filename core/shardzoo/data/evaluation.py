@@ -32,6 +32,12 @@ class RowSubset:
     def __getitem__(self, i: int):
         return self.rows[int(self.ids[i])]
 
+    @property
+    def groups(self):
+        """The rows' groups (StepLoader: a step from one group), when the rows have them."""
+        groups = getattr(self.rows, "groups", None)
+        return None if groups is None else np.asarray(groups)[self.ids]
+
 
 def validation_count(val_size: Union[int, float], rows: int) -> int:
     """Rows val_size asks for: a fraction (0 < f < 1) of `rows`, at least one, or a count; ConfigError when

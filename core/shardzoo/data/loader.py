@@ -7,6 +7,11 @@ batch sees the same rows. An epoch's incomplete last step is dropped (dataloader
 filled with rows from the epoch's start whose targets are masked, so every row counts once and
 every rank runs the same number of steps.
 
+Rows that carry `groups` (a group id per row, e.g. a video size bucket: rows of different groups cannot
+share a batch) make each step from one group: every group's rows are permuted and cut into steps (its
+incomplete last step filled or dropped as above), then the epoch's steps are shuffled. A step's rows are
+the same for any split of it over ranks and micro-batches, so grouping keeps that invariance.
+
 The position (epoch, step) is advanced when a step is handed out; `state_dict()` taken after k
 steps and loaded into a fresh loader makes it continue with step k + 1 exactly.
 """
@@ -192,28 +197,47 @@ class StepLoader(_Steps):
                          make_batch)
         self.rows, self.seed, self.shuffle, self.drop_last = rows, seed, shuffle, drop_last
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        groups = getattr(rows, "groups", None)
+        self.groups = None if groups is None else np.asarray(groups)
         n = len(rows)
-        if n == 0 or (drop_last and n < self.step_size):
-            raise ConfigError(f"the dataset has {n} rows but one optimizer step needs {self.step_size} (world {world} "
-                             f"x per_device_train_batch_size {batch_size} x gradient_accumulation_steps {grad_accum})"
-                             "; lower them, add data, or set data.dataloader_drop_last: false")
-        self.steps_per_epoch = n // self.step_size if drop_last else math.ceil(n / self.step_size)
+        sizes = [n] if self.groups is None else self.group_sizes()
+        self.steps_per_epoch = sum(m // self.step_size if drop_last else math.ceil(m / self.step_size) for m in sizes)
+        if n == 0 or self.steps_per_epoch == 0:
+            per_group = "" if self.groups is None else f" (in groups of {sizes}: each step comes from one group)"
+            raise ConfigError(f"the dataset has {n} rows{per_group} but one optimizer step needs {self.step_size} "
+                             f"(world {world} x per_device_train_batch_size {batch_size} x gradient_accumulation_steps"
+                             f" {grad_accum}); lower them, add data, or set data.dataloader_drop_last: false")
         self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def group_sizes(self) -> list[int]:
+        """Rows per group, in group id order (empty without groups)."""
+        return [] if self.groups is None else np.unique(self.groups, return_counts=True)[1].tolist()
 
     def order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ids of the epoch, steps_per_epoch * step_size long, and which of them are live (not fill)."""
         if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1], self._cached[2]
-        n = len(self.rows)
-        if self.shuffle:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch)).numpy()
+        gen = torch.Generator().manual_seed(self.seed + epoch)
+        if self.groups is None:
+            ids, live = self._steps_of(np.arange(len(self.rows)), gen)
         else:
-            perm = np.arange(n)
-        total = self.steps_per_epoch * self.step_size
-        ids = np.resize(perm, total)  # repeats from the start when filling the last step
-        live = np.arange(total) < n
+            steps = [step for group in np.unique(self.groups)
+                     for step in zip(*(a.reshape(-1, self.step_size)
+                                       for a in self._steps_of(np.flatnonzero(self.groups == group), gen)))]
+            if self.shuffle:
+                steps = [steps[i] for i in torch.randperm(len(steps), generator=gen).tolist()]
+            ids, live = (np.concatenate([step[k] for step in steps]) for k in (0, 1))
         self._cached = (epoch, ids, live)
         return ids, live
+
+    def _steps_of(self, members: np.ndarray, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """`members` (row ids) permuted and cut into whole steps: ids and live flags, a multiple of step_size."""
+        if self.shuffle:
+            members = members[torch.randperm(len(members), generator=gen).numpy()]
+        n = len(members)
+        total = (n // self.step_size if self.drop_last else math.ceil(n / self.step_size)) * self.step_size
+        # Repeats from the start when filling the last step (those rows are masked).
+        return np.resize(members, total), np.arange(total) < n
 
     def step_batches(self, epoch: int, step: int) -> list[Batch]:
         ids, live = self.order(epoch)
@@ -237,11 +261,15 @@ class StepLoader(_Steps):
                 yield batches
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch_index, "step": self.step_index, "rows": len(self.rows),
-                "step_size": self.step_size, "seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last}
+        state = {"epoch": self.epoch_index, "step": self.step_index, "rows": len(self.rows),
+                 "step_size": self.step_size, "seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last}
+        if self.groups is not None:
+            state["groups"] = self.group_sizes()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        _check_same(self.state_dict(), state, ("rows", "step_size", "seed", "shuffle", "drop_last"))
+        _check_same({"groups": None, **self.state_dict()}, state,
+                    ("rows", "step_size", "seed", "shuffle", "drop_last", "groups"))
         self.epoch_index, self.step_index = int(state["epoch"]), int(state["step"])
 
 
