@@ -1,8 +1,10 @@
 """The frozen encoders in front of the Wan DiT: umT5 (transformers) for the prompt and the Wan VAE
-(diffusers) for the video. Used online, or once by the feature extraction (extract.py) whose
-shards large runs train on."""
+(diffusers) for the video (and Wan2.1 I2V's CLIP, image_to_video.py). Used online (OnlineEncoders, beside
+the training task), or once by the feature extraction (extract.py) whose shards large runs train on."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -76,3 +78,48 @@ class VideoEncoder:
         from .image_to_video import condition_clips
 
         return self(condition_clips(clips))
+
+
+class OnlineEncoders:
+    """The frozen umT5 and VAE (and Wan2.1 I2V's CLIP), outside the task's module tree (not trained,
+    sharded or saved)."""
+
+    def __init__(self, o, image_to_video: bool = False):
+        from diffusers import AutoencoderKLWan
+        from shardzoo.config import resolve_path
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        dtype = torch.bfloat16 if o.encoder_dtype == "bf16" else torch.float32
+        self.video = VideoEncoder(AutoencoderKLWan.from_pretrained(str(resolve_path(o.vae)), torch_dtype=dtype))
+        self.text = TextEncoder(UMT5EncoderModel.from_pretrained(str(resolve_path(o.text_encoder)), dtype=dtype),
+                                AutoTokenizer.from_pretrained(str(resolve_path(o.tokenizer))), o.text_len)
+        self.image_to_video, self.image = image_to_video, None
+        if o.image_encoder is not None:
+            from transformers import CLIPVisionModel
+
+            from .image_to_video import ImageEncoder
+
+            self.image = ImageEncoder(CLIPVisionModel.from_pretrained(str(resolve_path(o.image_encoder)), dtype=dtype),
+                                      resolve_path(o.image_processor))
+        self.device: Optional[torch.device] = None
+
+    def to(self, device: torch.device) -> None:
+        if self.device != device:
+            for model in (self.video.vae, self.text.model, self.image and self.image.model):
+                if model is not None:
+                    model.to(device)
+            self.device = device
+
+    def __call__(self, clips: torch.Tensor, prompts: list[str]) -> dict:
+        """latents, text, and for an image-to-video DiT the condition latents and CLIP image tokens."""
+        self.to(clips.device)
+        encoded = {"latents": self.video(clips), "text": self.text(prompts).float()}
+        if self.image_to_video:
+            encoded["condition"] = self.video.condition(clips)
+        if self.image is not None:
+            encoded["image"] = self.image(clips[:, :, 0])
+        return encoded
+
+    def empty_text(self) -> torch.Tensor:
+        """The empty prompt's states [text_len, d], as the features' extraction stores them."""
+        return self.text([""])[0].float().cpu()

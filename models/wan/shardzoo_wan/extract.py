@@ -4,6 +4,8 @@ safetensors shards, so training runs the DiT alone (what large runs do).
     python -m shardzoo_wan.extract --rows data/video_sample.json --vae VAE_DIR --text-encoder UMT5_DIR \\
         --tokenizer TOKENIZER_DIR --out FEATURES_DIR [--frames 81 --height 480 --width 832 --stride 1]
 
+For size buckets (clips of different sizes and lengths) give `--buckets 81x480x832 81x832x480 ...` instead
+of --frames/--height/--width: each row is written at the bucket nearest its shape (buckets.py).
 For the image-to-video DiTs add `--image-to-video` (the first frame's condition latents), and for
 Wan2.1 I2V also `--image-encoder CLIP_DIR --image-processor PROCESSOR_DIR` (its CLIP image tokens).
 
@@ -24,12 +26,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from shardzoo.errors import DataError
 
-from .encoders import TextEncoder, VideoEncoder, temporal_factor
+from .buckets import Bucket, assign_buckets, parse_buckets
+from .encoders import TextEncoder, VideoEncoder, latent_shape, temporal_factor
 from .image_to_video import ImageEncoder
 from .rows import read_video_rows
 from .video import load_clip
@@ -37,12 +41,19 @@ from .video import load_clip
 EMPTY_TEXT = "empty_text.safetensors"
 
 
-def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, *, frames: int, height: int,
-            width: int, stride: int = 1, shard_size: int = 64, image_to_video: bool = False,
-            image: ImageEncoder | None = None) -> dict:
+def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, *, frames: int = 81, height: int = 480,
+            width: int = 832, stride: int = 1, shard_size: int = 64, image_to_video: bool = False,
+            image: ImageEncoder | None = None, buckets: list[Bucket] | None = None) -> dict:
     rows, _ = read_video_rows(rows_path)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"frames": frames, "height": height, "width": width, "stride": stride, "text_len": text.text_len}
+    if buckets:
+        rows, row_buckets, _ = assign_buckets(rows, buckets, stride)
+        sizes = [buckets[b] for b in row_buckets]
+        settings = {"buckets": [str(b) for b in buckets], "stride": stride, "text_len": text.text_len}
+    else:
+        sizes, settings = [Bucket(frames, height, width)] * len(rows), {"frames": frames, "height": height,
+                                                                         "width": width, "stride": stride,
+                                                                         "text_len": text.text_len}
     if image_to_video:
         settings["mask_channels"] = temporal_factor(video.vae.config)
     if image is not None:
@@ -58,8 +69,8 @@ def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, 
             continue
         tensors = {}
         for i in range(start, min(start + shard_size, len(rows))):
-            row = rows[i]
-            clip = load_clip(row.video, frames, height, width, stride)[None]
+            row, size = rows[i], sizes[i]
+            clip = load_clip(row.video, size.frames, size.height, size.width, stride)[None]
             tensors[f"{i}.latents"] = video(clip)[0].contiguous()
             states, lengths = text.encode([row.caption])
             tensors[f"{i}.text"] = states[0, :int(lengths[0])].float().contiguous()  # the padding is zeros
@@ -73,7 +84,10 @@ def extract(rows_path: Path, out: Path, video: VideoEncoder, text: TextEncoder, 
     # The empty prompt's encoding, for text dropout (task.text_drop_prob): true tokens only, as each row's.
     states, lengths = text.encode([""])
     save_file({"text": states[0, :int(lengths[0])].float().contiguous()}, str(out / EMPTY_TEXT))
-    if rows:  # what a row's tensors are, for `shardzoo plan` and the trainer's checks without opening a shard
+    if buckets:  # each row's bucket and each bucket's latents, for the loader's steps and `shardzoo plan`
+        index["row_buckets"] = row_buckets
+        index["latent_shapes"] = [list(latent_shape(video.vae.config, b.frames, b.height, b.width)) for b in buckets]
+    elif rows:  # what a row's tensors are, for `shardzoo plan` and the trainer's checks without opening a shard
         with safe_open(str(out / index["shards"][0]["file"]), framework="pt") as f:
             first = index["shards"][0]["first"]
             index["latent_shape"] = list(f.get_slice(f"{first}.latents").get_shape())
@@ -128,8 +142,20 @@ class FeatureStore:
             raise IndexError(f"{self.folder}: row {i} of {len(self)}")
         return self.folder / next(s for s in self.index["shards"] if s["first"] <= i < s["first"] + s["count"])["file"]
 
+    def latent_shapes(self) -> list[tuple[int, ...]]:
+        """[C, T', H', W'] per bucket (in bucket order), or of the extraction's one video size."""
+        if "latent_shapes" in self.index:
+            return [tuple(shape) for shape in self.index["latent_shapes"]]
+        return [self.latent_shape()]
+
+    def row_buckets(self) -> np.ndarray | None:
+        """Each row's bucket index; None for an extraction of one size."""
+        return np.asarray(self.index["row_buckets"]) if "row_buckets" in self.index else None
+
     def latent_shape(self) -> tuple[int, ...]:
-        """[C, T', H', W'] of the latents (every row has the extraction's one video size)."""
+        """[C, T', H', W'] of the latents (the largest bucket's, with buckets)."""
+        if "latent_shapes" in self.index:
+            return max(self.latent_shapes(), key=lambda shape: int(np.prod(shape)))
         if "latent_shape" in self.index:
             return tuple(self.index["latent_shape"])
         with safe_open(str(self._shard(0)), framework="pt") as f:
@@ -183,9 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text-encoder", required=True, help="folder of the umT5 encoder (transformers)")
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--frames", type=int, default=81)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--frames", type=int, help="frames per clip, 4n + 1 (default 81)")
+    parser.add_argument("--height", type=int, help="default 480")
+    parser.add_argument("--width", type=int, help="default 832")
+    parser.add_argument("--buckets", nargs="+", metavar="FxHxW",
+                        help="several sizes instead of --frames/--height/--width: 81x480x832 81x832x480 49x480x832")
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--text-len", type=int, default=512)
     parser.add_argument("--shard-size", type=int, default=64)
@@ -195,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
                         "CLIPVisionModel, the repo's image_encoder/); writes its image tokens")
     parser.add_argument("--image-processor", help="with --image-encoder: the repo's image_processor/ folder")
     args = parser.parse_args(argv)
+    given = [f"--{k}" for k in ("frames", "height", "width") if getattr(args, k) is not None]
+    if args.buckets and given:
+        parser.error(f"--buckets gives the sizes; remove {', '.join(given)}")
+    buckets = parse_buckets(args.buckets, "--buckets") if args.buckets else None
     if (args.image_encoder is None) != (args.image_processor is None):
         parser.error("--image-encoder and --image-processor come together")
     if args.image_encoder and not args.image_to_video:
@@ -207,8 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         from transformers import CLIPVisionModel
 
         image = ImageEncoder(CLIPVisionModel.from_pretrained(args.image_encoder), args.image_processor)
-    index = extract(args.rows, args.out, video, text, frames=args.frames, height=args.height, width=args.width,
-                    stride=args.stride, shard_size=args.shard_size, image_to_video=args.image_to_video, image=image)
+    sizes = {k: getattr(args, k) for k in ("frames", "height", "width") if getattr(args, k) is not None}
+    index = extract(args.rows, args.out, video, text, stride=args.stride, shard_size=args.shard_size,
+                    image_to_video=args.image_to_video, image=image, buckets=buckets, **sizes)
     print(f"wrote {index['rows']} rows in {len(index['shards'])} shards to {args.out}")
 
 

@@ -34,9 +34,10 @@ from shardzoo.data.evaluation import eval_data_config, eval_loader, split_valida
 from shardzoo.data.loader import StepLoader
 from shardzoo.train.task import Task
 
+from .buckets import bucket_counts, clip_rows
 from .flow_matching import SigmaSampler, flow_matching_loss
 from .image_to_video import check_channels, check_image_to_video, image_to_video_fields, mask_channels
-from .video_batches import ClipRows, FeatureRows, VideoCollate
+from .video_batches import FeatureRows, VideoCollate
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class FlowMatchingOptions:
     """Online: dtype the frozen encoders run in (the DiT's follows parallel.param_dtype)."""
     num_frames: int = 81
     """Online: frames per clip (4n + 1, the Wan VAE's rule)."""
+    buckets: Optional[list[str]] = None
+    """Online: several clip sizes "FRAMESxHEIGHTxWIDTH" (e.g. [81x480x832, 81x832x480, 49x480x832]) instead of
+    num_frames x height x width: each clip trains at the one nearest its shape, every step from one bucket
+    (buckets.py). With features, extract with --buckets instead."""
     height: int = 480
     width: int = 832
     frame_stride: int = 1
@@ -88,6 +93,33 @@ class FlowMatchingOptions:
     from the sample's own generator."""
 
 
+def latent_shapes_of(cfg) -> list[tuple[int, ...]]:
+    """[C, T', H', W'] per size the run trains at (its buckets, or its one size), in bucket order: the extracted
+    features', or what its VAE makes of each size."""
+    o = options(cfg)
+    if o.features is not None:
+        return FeatureRows(o.features, o.text_len).store.latent_shapes()
+    from diffusers import AutoencoderKLWan
+
+    from .encoders import latent_shape
+
+    vae = AutoencoderKLWan.load_config(str(resolve_path(o.vae)))
+    shapes = []
+    for i, b in enumerate(sizes_of(o)):
+        try:
+            shapes.append(latent_shape(vae, b.frames, b.height, b.width))
+        except ValueError as exc:
+            raise ConfigError(f"{f'task.buckets[{i}]' if o.buckets else 'task.height/width'}: {exc}") from None
+    return shapes
+
+
+def sizes_of(o) -> list:
+    """The clip sizes of online encoding: the buckets, or num_frames x height x width."""
+    from .buckets import Bucket, parse_buckets
+
+    return parse_buckets(o.buckets) if o.buckets is not None else [Bucket(o.num_frames, o.height, o.width)]
+
+
 def mask_channels_of(cfg) -> int:
     """The image-to-video mask channels the run's latents come with: the extraction's (0 when it wrote no
     condition latents), or the VAE's temporal factor."""
@@ -102,16 +134,9 @@ def mask_channels_of(cfg) -> int:
 
 
 def latent_shape_of(cfg) -> tuple[int, ...]:
-    """[C, T', H', W'] of the latents a run trains on: the extracted features', or what its VAE makes of
-    task.num_frames x height x width."""
-    o = options(cfg)
-    if o.features is not None:
-        return FeatureRows(o.features, o.text_len).store.latent_shape()
-    from diffusers import AutoencoderKLWan
-
-    from .encoders import latent_shape
-
-    return latent_shape(AutoencoderKLWan.load_config(str(resolve_path(o.vae))), o.num_frames, o.height, o.width)
+    """[C, T', H', W'] of the largest latents the run trains on (its largest bucket): what `shardzoo plan`
+    sizes the run by."""
+    return max(latent_shapes_of(cfg), key=lambda shape: int(np.prod(shape)))
 
 
 def options(cfg) -> FlowMatchingOptions:
@@ -121,10 +146,13 @@ def options(cfg) -> FlowMatchingOptions:
         raise ConfigError("task.image_encoder and task.image_processor come together (Wan2.1 I2V online: the repo's "
                           "image_encoder/ and image_processor/ folders)")
     if o.features is not None:
-        given = [k for k in ("vae", "text_encoder", "tokenizer", "image_encoder") if getattr(o, k) is not None]
+        given = [k for k in ("vae", "text_encoder", "tokenizer", "image_encoder", "buckets")
+                 if getattr(o, k) is not None]
         if given:
-            raise ConfigError(f"task.features and task.{given[0]}: training reads extracted features, so the "
-                              "encoders are not used; remove one of them")
+            why = ("the sizes are the extraction's (python -m shardzoo_wan.extract --buckets)" if given[0] == "buckets"
+                   else "the encoders are not used")
+            raise ConfigError(f"task.features and task.{given[0]}: training reads extracted features, so {why}; remove "
+                              "one of them")
         if not (resolve_path(o.features) / "index.json").is_file():
             raise ConfigError(f"task.features: {resolve_path(o.features)} has no index.json; write it with python -m "
                               "shardzoo_wan.extract (or remove task.features to encode online)")
@@ -141,6 +169,7 @@ def options(cfg) -> FlowMatchingOptions:
         if (o.num_frames - 1) % 4:
             raise ConfigError(f"task.num_frames: {o.num_frames} must be 4n + 1 (the Wan VAE keeps the first frame and "
                               "compresses every 4 after it), e.g. 81")
+        sizes_of(o)  # the buckets parse
         for key in ("num_frames", "height", "width", "frame_stride"):
             if getattr(o, key) < 1:
                 raise ConfigError(f"task.{key}: must be >= 1")
@@ -167,64 +196,23 @@ class VideoData:
     source: str
     skipped_rows: int = 0
     tokens_per_sample: int = 0
+    """The largest bucket's, with buckets."""
     tokenizer: None = None
     """No tokenizer of the DiT's own to save with checkpoints (the umT5 one belongs to the encoder)."""
     eval_loader: Optional[StepLoader] = None
     """Evaluation steps (data.val_size, or data.eval_dataset when encoding online); None without."""
     eval_rows: int = 0
+    buckets: str = ""
+    """Rows and tokens per size bucket (latent frames x height x width), empty with one size."""
 
     def skipped(self) -> int:
         return self.skipped_rows
 
     def describe(self) -> str:
         bad = f", {self.skipped_rows} bad rows skipped" if self.skipped_rows else ""
+        if self.buckets:
+            return f"{self.rows} videos in buckets of latents {self.buckets} from {self.source}{bad}"
         return f"{self.rows} videos of {self.tokens_per_sample} tokens from {self.source}{bad}"
-
-
-class OnlineEncoders:
-    """The frozen umT5 and VAE (and Wan2.1 I2V's CLIP), outside the task's module tree (not trained,
-    sharded or saved)."""
-
-    def __init__(self, o: FlowMatchingOptions, image_to_video: bool = False):
-        from diffusers import AutoencoderKLWan
-        from transformers import AutoTokenizer, UMT5EncoderModel
-
-        from .encoders import TextEncoder, VideoEncoder
-
-        dtype = torch.bfloat16 if o.encoder_dtype == "bf16" else torch.float32
-        self.video = VideoEncoder(AutoencoderKLWan.from_pretrained(str(resolve_path(o.vae)), torch_dtype=dtype))
-        self.text = TextEncoder(UMT5EncoderModel.from_pretrained(str(resolve_path(o.text_encoder)), dtype=dtype),
-                                AutoTokenizer.from_pretrained(str(resolve_path(o.tokenizer))), o.text_len)
-        self.image_to_video, self.image = image_to_video, None
-        if o.image_encoder is not None:
-            from transformers import CLIPVisionModel
-
-            from .image_to_video import ImageEncoder
-
-            self.image = ImageEncoder(CLIPVisionModel.from_pretrained(str(resolve_path(o.image_encoder)), dtype=dtype),
-                                      resolve_path(o.image_processor))
-        self.device: Optional[torch.device] = None
-
-    def to(self, device: torch.device) -> None:
-        if self.device != device:
-            for model in (self.video.vae, self.text.model, self.image and self.image.model):
-                if model is not None:
-                    model.to(device)
-            self.device = device
-
-    def __call__(self, clips: torch.Tensor, prompts: list[str]) -> dict:
-        """latents, text, and for an image-to-video DiT the condition latents and CLIP image tokens."""
-        self.to(clips.device)
-        encoded = {"latents": self.video(clips), "text": self.text(prompts).float()}
-        if self.image_to_video:
-            encoded["condition"] = self.video.condition(clips)
-        if self.image is not None:
-            encoded["image"] = self.image(clips[:, :, 0])
-        return encoded
-
-    def empty_text(self) -> torch.Tensor:
-        """The empty prompt's states [text_len, d], as the features' extraction stores them."""
-        return self.text([""])[0].float().cpu()
 
 
 class FlowMatchingTask(Task):
@@ -233,7 +221,7 @@ class FlowMatchingTask(Task):
     casts_inputs = False  # x_t and the target are formed in fp32; the model input is cast here
 
     def __init__(self, model: nn.Module, sigma_sampler: SigmaSampler, first_frame_clean: float = 0.0,
-                 encoders: Optional[OnlineEncoders] = None, loss_copies: int = 1, text_drop_prob: float = 0.0,
+                 encoders=None, loss_copies: int = 1, text_drop_prob: float = 0.0,
                  empty_text: Optional[torch.Tensor] = None):
         super().__init__()
         self.model = model
@@ -267,22 +255,18 @@ class FlowMatchingTask(Task):
         """Every rank of a context-parallel group reads the same rows (cp_rank is not needed: the DiT
         splits the video tokens itself)."""
         o, t, d = options(cfg), cfg.training, cfg.data
-        patch = np.prod(hf_config.patch_size)
+        shapes = latent_shapes_of(cfg)
+        check_channels(shapes[0][0], mask_channels_of(cfg) if mask_channels(hf_config) else 0, hf_config)
+        tokens = [_tokens(shape, hf_config, cfg.parallel, o, i) for i, shape in enumerate(shapes)]
         if o.features is not None:
-            rows = FeatureRows(o.features, o.text_len, image_to_video_fields(hf_config))
+            rows = FeatureRows(o.features, o.text_len, image_to_video_fields(hf_config), tokens)
             source, skipped = f"features {rows.store.folder}", 0
             if d.max_samples is not None:
                 raise ConfigError("data.max_samples: not applied to extracted features; extract fewer rows instead")
         else:
-            from .rows import read_video_rows
-
             video_source = _video_source(cfg)
-            found, skipped = read_video_rows(video_source.path, video_source.columns, d.skip_bad_rows)
-            rows = ClipRows(found[:d.max_samples], o)
+            rows, skipped = clip_rows(video_source, o, d.skip_bad_rows, tokens, d.max_samples)
             source = f"{video_source.path} (encoded online)"
-        shape = latent_shape_of(cfg)
-        check_channels(shape[0], mask_channels_of(cfg) if mask_channels(hf_config) else 0, hf_config)
-        tokens = int(np.prod(shape[1:]) // patch)
         # Evaluation rows: split off (the same draw keys at every evaluation, so each row's sigma and noise
         # are fixed and evaluations compare), or a video dataset of their own.
         eval_rows = None
@@ -292,15 +276,13 @@ class FlowMatchingTask(Task):
             if o.features is not None:
                 raise ConfigError("data.eval_dataset: with task.features the rows are extracted features; split "
                                   "evaluation rows off them with data.val_size, or extract them into the folder")
-            from .rows import read_video_rows
-
             eval_source = _video_source(cfg, eval_data_config(cfg), "data.eval_dataset")
-            eval_rows = ClipRows(read_video_rows(eval_source.path, eval_source.columns, d.skip_bad_rows)[0], o)
-        steps = dict(rank=rank, world=world, pad_id=0, make_batch=VideoCollate(t.seed, tokens, cp_size))
+            eval_rows = clip_rows(eval_source, o, d.skip_bad_rows, tokens)[0]
+        steps = dict(rank=rank, world=world, pad_id=0, make_batch=VideoCollate(t.seed, cp_size))
         loader = StepLoader(rows, batch_size=t.per_device_train_batch_size, grad_accum=t.gradient_accumulation_steps,
                             seed=t.seed, shuffle=not d.disable_shuffling, drop_last=d.dataloader_drop_last,
                             num_workers=d.dataloader_num_workers, **steps)
-        data = VideoData(loader, len(rows), source, skipped, tokens)
+        data = VideoData(loader, len(rows), source, skipped, max(tokens), buckets=bucket_counts(rows, shapes, tokens))
         if eval_rows is not None:
             data.eval_loader, data.eval_rows = eval_loader(eval_rows, steps, cfg), len(eval_rows)
         return data
@@ -308,6 +290,8 @@ class FlowMatchingTask(Task):
     @classmethod
     def from_config(cls, model: nn.Module, cfg, hf_config) -> "FlowMatchingTask":
         o = options(cfg)
+        from .encoders import OnlineEncoders
+
         encoders = OnlineEncoders(o, bool(mask_channels(hf_config))) if o.features is None else None
         empty_text = None
         if o.text_drop_prob:
@@ -346,6 +330,18 @@ class FlowMatchingTask(Task):
         return flow_matching_loss(self.model, latents, text, sigma.to(device), noise.to(device), normalizer,
                                   weights=weights, clean_first_frame=clean, dtype=dtype, condition=condition,
                                   image=image)
+
+
+def _tokens(shape: tuple[int, ...], hf_config, parallel, o, i: int) -> int:
+    """Video tokens of latents `shape`; ConfigError when they do not split over the cp x tp ranks."""
+    tokens = int(np.prod(shape[1:]) // np.prod(hf_config.patch_size))
+    ranks = parallel.cp_size * parallel.tp_size
+    if tokens % ranks:
+        where = (f"task.buckets[{i}]" if o.buckets else "task.features" if o.features
+                 else "task.num_frames/height/width")
+        raise ConfigError(f"{where}: latents {list(shape)} make {tokens} video tokens, which do not split over "
+                          f"cp_size x tp_size = {ranks} ranks; choose a size whose tokens they divide")
+    return tokens
 
 
 def _video_source(cfg, data=None, key: str = "data.dataset"):

@@ -42,6 +42,32 @@ def read_frames(path: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
+def probe_video(path: str | Path) -> tuple[int, int, int]:
+    """(frames, height, width) of a frame folder or a video file from headers (a folder's frame count and
+    its first frame's size; a video stream's declared count, decoded only when the container has none)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not files:
+            raise DataError(f"video {path}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
+        with Image.open(files[0]) as image:
+            width, height = image.size
+        return len(files), height, width
+    if not path.is_file():
+        raise DataError(f"video {path} does not exist; give a folder of frames or a video file")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames, height, width = stream.frames, stream.codec_context.height, stream.codec_context.width
+            if not frames:
+                frames = sum(1 for _ in container.decode(video=0))
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        raise DataError(f"video {path}: cannot be read ({exc})") from None
+    return frames, height, width
+
+
 def frame_indices(total: int, num_frames: int, stride: int, where: str) -> np.ndarray:
     """num_frames indices stride apart from the first frame (the Wan VAE takes 4n + 1 frames)."""
     if num_frames % 4 != 1:

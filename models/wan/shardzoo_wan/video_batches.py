@@ -7,7 +7,7 @@ dropout are the same whatever the world size, batch split or context-parallel de
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -62,26 +62,30 @@ class VideoBatch(TensorFields):
 
 class FeatureRows:
     """Extracted features: per row the latents and text, and what an image-to-video DiT reads too
-    (`fields`: condition, image)."""
+    (`fields`: condition, image). `tokens`: video tokens per bucket (one entry without buckets); `groups`:
+    each row's bucket (None without buckets)."""
 
-    def __init__(self, folder: str, text_len: int, fields: tuple[str, ...] = ()):
+    def __init__(self, folder: str, text_len: int, fields: tuple[str, ...] = (), tokens: Sequence[int] = (0,)):
         from .extract import FeatureStore
 
         self.store = FeatureStore(resolve_path(folder), text_len)
         self.fields = ("latents", "text", *fields)
+        self.groups, self.tokens = self.store.row_buckets(), list(tokens)
 
     def __len__(self) -> int:
         return len(self.store)
 
     def __getitem__(self, i: int) -> dict:
-        return self.store.row(i, self.fields)
+        return {**self.store.row(i, self.fields), "tokens": self.tokens[0 if self.groups is None else self.groups[i]]}
 
 
 class ClipRows:
-    """Video-caption rows decoded to clips (online encoding)."""
+    """Video-caption rows decoded to clips (online encoding), each at its bucket's size (`sizes` [bucket],
+    `groups` [row] -> bucket; one size and no groups without buckets)."""
 
-    def __init__(self, rows: list, o):
-        self.rows, self.o = rows, o
+    def __init__(self, rows: list, o, sizes: Sequence, tokens: Sequence[int], groups: Optional[Sequence[int]] = None):
+        self.rows, self.o, self.sizes, self.tokens = rows, o, list(sizes), list(tokens)
+        self.groups = None if groups is None else np.asarray(groups)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -89,26 +93,29 @@ class ClipRows:
     def __getitem__(self, i: int) -> dict:
         from .video import load_clip
 
-        row, o = self.rows[i], self.o
+        row, bucket = self.rows[i], 0 if self.groups is None else int(self.groups[i])
+        size = self.sizes[bucket]
         try:
-            clip = load_clip(row.video, o.num_frames, o.height, o.width, o.frame_stride)
+            clip = load_clip(row.video, size.frames, size.height, size.width, self.o.frame_stride)
         except (ValueError, OSError) as exc:
             raise DataError(f"{row.where}: {exc}") from exc
-        return {"clip": clip, "caption": row.caption}
+        return {"clip": clip, "caption": row.caption, "tokens": self.tokens[bucket]}
 
 
 @dataclass
 class VideoCollate:
-    """Samples of one micro-batch -> a VideoBatch (every rank of a cp group builds the same one)."""
+    """Samples of one micro-batch (one size: the loader takes a step from one bucket) -> a VideoBatch (every
+    rank of a cp group builds the same one)."""
 
     seed: int
-    tokens_per_sample: int
     cp_size: int = 1
 
     def __call__(self, samples: list[dict], masked: np.ndarray, keys: np.ndarray) -> VideoBatch:
+        tokens = {s["tokens"] for s in samples}
+        assert len(tokens) == 1, f"a micro-batch mixes sizes of {sorted(tokens)} tokens"
         batch = VideoBatch(seeds=torch.tensor([sample_seed(self.seed, k) for k in keys], dtype=torch.int64),
                            weights=torch.from_numpy(~np.asarray(masked)).float(),
-                           tokens_per_sample=self.tokens_per_sample, cp_size=self.cp_size)
+                           tokens_per_sample=tokens.pop(), cp_size=self.cp_size)
         if "latents" in samples[0]:
             for name in ("latents", "text", "condition", "image"):
                 if name in samples[0]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shardzoo_wan.video import frame_indices, load_clip, read_frames, resize_center_crop
+from shardzoo_wan.video import frame_indices, load_clip, probe_video, read_frames, resize_center_crop
 
 DATA = Path(__file__).resolve().parents[3] / "data"
 
@@ -53,3 +53,13 @@ def test_resize_center_crop_and_clip_layout():
     assert clip.shape == (3, 5, 32, 32) and clip.min() >= -1 and clip.max() <= 1
     assert torch.equal(clip[:, 0], torch.from_numpy(resize_center_crop(read_frames(DATA / "videos/clip_02")[0], 32, 32))
                        .permute(2, 0, 1).float() / 127.5 - 1)
+
+
+def test_probe_reads_frame_count_and_size_from_headers_as_decoding_gives_them():
+    """What size buckets assign by: a frame folder's count and first frame, an MPEG-4 stream's header."""
+    rows = json.loads((DATA / "video_buckets_sample.json").read_text())
+    for row in rows:  # landscape, portrait and 3-frame clips, as folders and MPEG-4 files
+        path = DATA / row["video"]
+        frames = read_frames(path)
+        assert probe_video(path) == frames.shape[:3], row["video"]
+    assert {probe_video(DATA / r["video"]) for r in rows} == {(9, 48, 64), (9, 64, 48), (3, 48, 64)}
