@@ -102,3 +102,16 @@ def test_tensor_parallel_plan_of_the_14b_config(tmp_path):
     # projection: whole on every tp rank) does not shrink: 0.62 measured.
     assert tp.gathered < 0.65 * one.gathered
     assert 0.5 * one.activations < tp.activations < 0.75 * one.activations  # the gathered inputs stay whole
+
+
+def test_wan21_i2v_720p_fits_with_cp_4(tmp_path):
+    """The 720P checkpoints train with the 480P config at 720 x 1280 and cp 4, as its header says (75600 video
+    tokens: cp 2 would plan 60.9 GiB of 64)."""
+    from shardzoo.config import load_config
+    from shardzoo.plan import plan_memory
+
+    features = _features(tmp_path, [16, 21, 90, 160], WAN21_I2V)
+    cfg = load_config(CONFIGS / "tune_wan2_1_i2v_14b.yaml", ["--model.model_name_or_path",
+                                                             str(CONFIGS / "wan2.1-i2v-14b"), "--task.features",
+                                                             features, "--parallel.cp_size", "4"])
+    assert plan_memory(cfg, world=8).total < 50 * 2**30
