@@ -1,7 +1,8 @@
 """Sessions: test-core, test-core-alone, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any
 other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped but those marked slow; it
-queues test-core-alone for the core's own), slow (those), matrix (every feature combination case), templates (every model folder scaffolded and its copy
-tested), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny, tune-internvl-tiny, tune-wan-tiny.
+queues test-core-alone for the core's own), slow (those), matrix (every feature combination case),
+templates (every model folder scaffolded and its copy tested), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny,
+tune-internvl-tiny, tune-wan-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -157,8 +158,8 @@ def bench(session: nox.Session) -> None:
     every op backend vs its reference (posargs go to it, e.g. -- --models qwen3 --device cuda). Then the
     special ones: data preprocessing tokens/s vs a per-document encode loop; peak RSS per rank while an
     HF checkpoint loads and while it exports; the training stall of a save, sync vs async; shardzoo plan
-    vs measured peaks (and Qwen3-8B's shapes with one layer through tune_8b.sh, ~19 GiB); memory per rank
-    of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a
+    vs measured peaks (and Qwen3-8B's and GPT-OSS-20B's shapes with one layer through their scripts, ~15
+    GiB); memory per rank of a long row, Ulysses CP=2 vs CP=1; MoE layer grouped GEMM vs a
     loop."""
     install(session, MODELS)
     session.run("python", "benchmarks/run.py", *session.posargs)

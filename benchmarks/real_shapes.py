@@ -6,8 +6,10 @@ vocabulary with one layer, random init, 2 ranks, 2 steps; measured peak memory a
 * qwen3-8b: `NPUS_PER_NODE=2 MODEL_DIR=models/qwen3/configs/qwen3-8b bash models/qwen3/tune_8b.sh` with
   overrides (one layer, 256-token rows, CPU). To fit a 24 GiB machine the embedding and the head (1.24B of
   the 1.44B parameters) are frozen: with AdamW on them the plan says ~35 GiB for the two ranks.
+  qwen3-8b-one-root: the same with the embedding and the head inside the root unit (the config's wrapping
+  before it made them units of their own).
 * gpt-oss-20b: `EP_SIZE=2 ... bash models/gpt_oss/tune_20b.sh`, one (sliding-window) layer with all 32
-  experts (16 per rank), 256-token rows, the embedding and the head as FSDP units of their own. Frozen to
+  experts (16 per rank), 256-token rows (the config makes the embedding and the head units). Frozen to
   fit: the embedding, the head and the experts (they still run forward and backward, only their
   weights' gradients and AdamW state are left out): with AdamW on the experts the plan says 13.3 GiB per
   rank, 26.5 GiB for the two.
@@ -50,14 +52,20 @@ CASES = {
                      "models/qwen3/tune_8b.sh", "models/qwen3/configs/tune_qwen3_8b.yaml",
                      "models/qwen3/configs/qwen3-8b",
                      COMMON + ["--model.freeze_modules", "['model.embed_tokens', 'lm_head']"], {}),
+    # The same with the wrapping the config had before: the embedding and the head in the root unit, 1.2B
+    # parameters gathered for the whole step.
+    "qwen3-8b-one-root": Case("Qwen3-8B shapes as qwen3-8b, the embedding and the head in the root unit",
+                              "models/qwen3/tune_8b.sh", "models/qwen3/configs/tune_qwen3_8b.yaml",
+                              "models/qwen3/configs/qwen3-8b",
+                              COMMON + ["--model.freeze_modules", "['model.embed_tokens', 'lm_head']",
+                                        "--parallel.fsdp_modules", "['model.layers.{*}']"], {}),
     "gpt-oss-20b": Case("GPT-OSS-20B shapes, 1 layer of 32 experts over EP 2, frozen embedding, head and experts, "
-                        "embedding and head as FSDP units, 2 CPU ranks through tune_20b.sh",
+                        "2 CPU ranks through tune_20b.sh",
                         "models/gpt_oss/tune_20b.sh", "models/gpt_oss/configs/tune_gpt_oss_20b_4k.yaml",
                         "models/gpt_oss/configs/gpt-oss-20b",
                         COMMON + ["--model.hf_config.layer_types", "['sliding_attention']",
                                   "--model.freeze_modules",
-                                  "['model.embed_tokens', 'lm_head', 'model.layers.{*}.mlp.experts']",
-                                  "--parallel.fsdp_modules", "['model.layers.{*}', 'model.embed_tokens', 'lm_head']"],
+                                  "['model.embed_tokens', 'lm_head', 'model.layers.{*}.mlp.experts']"],
                         {"EP_SIZE": "2"}),
 }
 
