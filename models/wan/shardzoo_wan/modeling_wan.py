@@ -28,6 +28,7 @@ modulation) split over the cp ranks and where the head's output is gathered; onl
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,20 +47,30 @@ def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
 
+@functools.lru_cache(maxsize=16)
 def rope_tables(head_dim: int, grid: tuple[int, int, int], theta: float = 10000.0,
                 device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin [1, F*H*W, head_dim] for interleaved pairs: the head dim splits into t / h / w parts of
-    d - 4(d//6), 2(d//6), 2(d//6); each axis has its own frequencies (fp64, as the reference)."""
+    d - 4(d//6), 2(d//6), 2(d//6); each axis has its own frequencies (fp64, as the reference). Computed on
+    the CPU (fp64 is slow or missing on some accelerators), then moved; kept per video size and device,
+    as every step of a run reuses them (read-only: rotary never writes them). Made outside inference mode,
+    so tables first made by an inference call still serve training."""
+    with torch.inference_mode(False):
+        return _rope_tables(head_dim, grid, theta, device)
+
+
+def _rope_tables(head_dim: int, grid: tuple[int, int, int], theta: float,
+                 device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
     hw = 2 * (head_dim // 6)
     angles = []
     for size, n, axis in zip(grid, (head_dim - 2 * hw, hw, hw), range(3)):
-        inv_freq = 1.0 / theta ** (torch.arange(0, n, 2, dtype=torch.float64, device=device) / n)
-        a = torch.arange(size, dtype=torch.float64, device=device)[:, None] * inv_freq  # [size, n/2]
+        inv_freq = 1.0 / theta ** (torch.arange(0, n, 2, dtype=torch.float64) / n)
+        a = torch.arange(size, dtype=torch.float64)[:, None] * inv_freq  # [size, n/2]
         shape = [1, 1, 1, n // 2]
         shape[axis] = size
         angles.append(a.view(shape).expand(*grid, n // 2))
     a = torch.cat(angles, dim=-1).reshape(1, -1, head_dim // 2)
-    return (a.cos().repeat_interleave(2, dim=-1).float(), a.sin().repeat_interleave(2, dim=-1).float())
+    return tuple(t.repeat_interleave(2, dim=-1).float().to(device) for t in (a.cos(), a.sin()))
 
 
 def layer_norm_fp32(x: torch.Tensor, eps: float, weight=None, bias=None) -> torch.Tensor:

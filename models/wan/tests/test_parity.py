@@ -132,3 +132,16 @@ def test_original_layout_loads_the_same_weights(variant):
     for key, value in state.items():
         assert torch.equal(loaded[key], value), key
     assert sorted(k for k, _ in ADAPTER.to_hf(loaded.items(), config)) == sorted(state)  # exports: diffusers
+
+
+def test_rope_tables_are_made_once_per_size_and_serve_training_after_inference():
+    """The tables are kept per video size and device; the first made under inference mode (a sampler's
+    call) must still be usable by autograd in a training step that follows."""
+    model = WanTransformer3DModel(tiny_config())
+    x, t, text = torch.randn(1, 4, 3, 6, 10), torch.tensor([500.0]), torch.randn(1, 5, 16)
+    rope_tables.cache_clear()
+    with torch.inference_mode():
+        model(x, t, text)
+    model(x, t, text).sum().backward()
+    assert rope_tables.cache_info().hits == 1 and rope_tables.cache_info().misses == 1
+    assert all(p.grad is not None for p in model.parameters())
