@@ -74,21 +74,27 @@ def test_clip_tokens_equal_the_pipelines_image_encoding(tmp_path):
     assert theirs.shape == (1, 17, IMAGE_DIM)
 
 
-def test_the_loss_feeds_noisy_latents_mask_condition_and_image_tokens():
+@pytest.mark.parametrize("clip", [True, False], ids=["wan2.1-i2v", "wan2.2-i2v (no CLIP)"])
+def test_the_loss_feeds_noisy_latents_mask_condition_and_image_tokens(clip):
     torch.manual_seed(0)
-    model = WanTransformer3DModel(tiny_config(**I2V))
+    model = WanTransformer3DModel(tiny_config(**(I2V if clip else dict(in_channels=10, out_channels=4))))
     seen = {}
-    model.register_forward_pre_hook(lambda module, args: seen.update(x=args[0].clone(), image=args[3].clone()))
+    model.register_forward_pre_hook(lambda module, args: seen.update(x=args[0].clone(), args=len(args),
+                                                                     image=args[3].clone() if clip else None))
     latents, noise, condition = torch.randn(3, 2, 4, 3, 8, 8).unbind(0)
-    text, image, sigma = torch.randn(2, 5, 16), torch.randn(2, 17, IMAGE_DIM), torch.tensor([0.7, 0.2])
+    text, sigma = torch.randn(2, 5, 16), torch.tensor([0.7, 0.2])
+    image = torch.randn(2, 17, IMAGE_DIM) if clip else None
     loss = flow_matching_loss(model, latents, text, sigma, noise, 2.0, condition=condition, image=image)
     x = seen["x"]
-    assert x.shape == (2, 10, 3, 8, 8)
+    assert x.shape == (2, 10, 3, 8, 8) and seen["args"] == (4 if clip else 3)
     torch.testing.assert_close(x[:, :4], (1 - sigma.view(2, 1, 1, 1, 1)) * latents + sigma.view(2, 1, 1, 1, 1) * noise)
     assert (x[:, 4:6, 0] == 1).all() and (x[:, 4:6, 1:] == 0).all()  # the mask: latent frame 0 only
-    assert torch.equal(x[:, 6:], condition) and torch.equal(seen["image"], image)
+    assert torch.equal(x[:, 6:], condition)
+    if clip:
+        assert torch.equal(seen["image"], image)
     with torch.no_grad():  # the loss is over the 4 predicted channels, every frame
-        want = (model(x, sigma * 1000, text, image) - (noise - latents)).pow(2).flatten(1).mean(1).sum() / 2
+        out = model(x, sigma * 1000, text, image) if clip else model(x, sigma * 1000, text)
+        want = (out - (noise - latents)).pow(2).flatten(1).mean(1).sum() / 2
     torch.testing.assert_close(loss.detach(), want)
 
 
