@@ -9,7 +9,8 @@ Stages, each under its own time limit, each writing its log and files under DIR:
   moe-layer    GPT-OSS-20B's expert layer (32 experts, top-4), grouped GEMM vs the loop, bf16, with MFU
   wan-step     Wan2.1 1.3B DiT step vs diffusers (skipped, with a line, where diffusers is missing)
   train        2-step runs of every package's tiny config through `shardzoo train` on the device, and
-               Qwen3's again with each FSDP unit compiled (its losses beside the eager ones)
+               Qwen3's again with each FSDP unit compiled, and with offload_to_cpu and an ignored module
+               (their losses beside the eager ones)
 Then DIR/summary.json, DIR/summary.md and a one-screen summary. `--dry-run` runs every stage on tiny
 shapes on the CPU (tests/test_gpu_check.py), so the script cannot rot between the GPUs it waits for.
 """
@@ -105,7 +106,12 @@ def diffusers_missing() -> Optional[str]:
 
 def train(folder: Path, dry: bool) -> list[list[str]]:
     device = CPU if dry else CUDA
-    runs = [(pkg, pkg, []) for pkg in PACKAGES] + [("qwen3", "qwen3-compiled", ["--parallel.compile", "true"])]
+    # Offload with an ignored module: FSDP's shards on the host, the rest (buffers, the ignored norm) on the
+    # device (build_model moves it; never run on an accelerator before).
+    runs = [(pkg, pkg, []) for pkg in PACKAGES] + [("qwen3", "qwen3-compiled", ["--parallel.compile", "true"]),
+                                                   ("qwen3", "qwen3-offload-ignored", [
+                                                       "--parallel.offload_to_cpu", "true",
+                                                       "--parallel.ignored_modules", "['model.norm']"])]
     return [["bash", f"models/{pkg}/tune_tiny.sh", "--training.device", device, "--training.max_steps", "2",
              "--training.logging_steps", "1", "--training.save_steps", "0", "--training.progress_bar", "false",
              "--training.output_dir", str(folder / name), *extra] for pkg, name, extra in runs]
@@ -116,9 +122,10 @@ def train_figures(folder: Path, log: str) -> dict:
     for run in sorted(p for p in folder.iterdir() if (p / "metrics.jsonl").is_file()):
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         figures[run.name] = [r["loss"] for r in records if "loss" in r]
-    if "qwen3" in figures and "qwen3-compiled" in figures and figures["qwen3"]:
-        figures["compiled_vs_eager_max_rel"] = max(abs(a - b) / abs(b) for a, b in
-                                                  zip(figures["qwen3-compiled"], figures["qwen3"]))
+    for variant in ("compiled", "offload-ignored"):
+        if "qwen3" in figures and f"qwen3-{variant}" in figures and figures["qwen3"]:
+            figures[f"{variant}_vs_eager_max_rel"] = max(abs(a - b) / abs(b) for a, b in
+                                                         zip(figures[f"qwen3-{variant}"], figures["qwen3"]))
     return figures
 
 

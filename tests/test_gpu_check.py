@@ -43,6 +43,8 @@ def test_dry_run_trains_every_package(tmp_path):
     stages = dry_run(tmp_path, ["train"])["stages"]
     figures = stages["train"]["figures"]
     assert stages["train"]["status"] == "ok"
-    assert {"qwen3", "gpt_oss", "internvl", "wan", "qwen3-compiled"} <= set(figures)
+    assert {"qwen3", "gpt_oss", "internvl", "wan", "qwen3-compiled", "qwen3-offload-ignored"} <= set(figures)
     assert all(len(figures[k]) == 2 for k in ("qwen3", "gpt_oss", "internvl", "wan"))
     assert figures["compiled_vs_eager_max_rel"] < 1e-4  # fp32 on the CPU: the compiled blocks compute the same
+    # Offload on the CPU moves nothing; an ignored norm computes as the sharded one (fp32): the same losses.
+    assert figures["offload-ignored_vs_eager_max_rel"] < 1e-5

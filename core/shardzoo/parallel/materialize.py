@@ -99,3 +99,23 @@ def load_parameters(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]
         raise KeyError(f"weights in {source} do not match the model: missing {missing[:20]}"
                        f"{' ...' if len(missing) > 20 else ''} ({len(missing)}); unexpected {unexpected[:20]}"
                        f"{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)})")
+
+
+def move_unsharded(module: nn.Module, device: torch.device) -> list[str]:
+    """Move what FSDP does not manage (plain parameters: ignored modules, fp32-kept tables; every buffer)
+    to `device`; returns their names. With parallel.offload_to_cpu the model is materialized on the host,
+    where FSDP keeps its sharded parameters and moves each unit to the device for compute itself; the
+    rest computes on the device as it is, so it must live there."""
+    moved = []
+    for prefix, owner in module.named_modules():
+        for name, param in owner.named_parameters(recurse=False):
+            if not isinstance(param, DTensor) and param.device != device:
+                # Swapped in place: the same Parameter object (a tied weight stays tied, references hold).
+                with torch.no_grad():
+                    torch.utils.swap_tensors(param, nn.Parameter(param.to(device), requires_grad=param.requires_grad))
+                moved.append(f"{prefix}.{name}" if prefix else name)
+        for name, buffer in owner.named_buffers(recurse=False):
+            if buffer is not None and buffer.device != device:
+                owner._buffers[name] = buffer.to(device)
+                moved.append(f"{prefix}.{name}" if prefix else name)
+    return moved

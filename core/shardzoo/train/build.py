@@ -24,7 +24,7 @@ from ..parallel.compile import apply_compile
 from ..parallel.context import check_heads
 from ..parallel.fp32_parts import Fp32Parts, find_fp32_parts
 from ..parallel.fsdp import to_dtype
-from ..parallel.materialize import init_parameters, load_parameters
+from ..parallel.materialize import init_parameters, load_parameters, move_unsharded
 from ..parallel.patterns import match_modules
 from ..parallel.tensor import TensorParallelApplied, apply_tensor_parallel, check_tp_split
 from ..registry import ModelSpec
@@ -136,6 +136,8 @@ def build_model(cfg: Config, spec: Optional[ModelSpec], hf_config, meshes: Meshe
         else:
             path = resolve_path(m.model_name_or_path)
             load_parameters(model, spec.adapter.from_hf(iter_safetensors(path, lazy=True), hf_config), str(path))
+        if p.offload_to_cpu and torch.device(device).type != "cpu":
+            move_unsharded(task, torch.device(device))
     replicated = [q for _, module in (match_modules(model, p.ignored_modules, "parallel.ignored_modules")
                                       if p.ignored_modules else []) for q in module.parameters() if q.requires_grad]
     # By name: materializing replaced the meta parameters FSDP does not manage.
