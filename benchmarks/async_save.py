@@ -6,7 +6,8 @@ For the core's tiny LM and a ~500 MB one (fp32 weights; the checkpoint adds the 
 3x that is written), one process builds the model, takes one optimizer step so the moments exist,
 then saves alternately both ways into fresh folders. The stall is the time `save()` holds the
 training loop: the whole write when synchronous; when asynchronous, the copy to host memory and the
-planning, plus the publish once the writes are done (checksums of the files, manifest, rename).
+planning, plus the publish once the writes are done (manifest, rename; the files' checksums are
+computed by the background thread).
 `published` is when the asynchronous checkpoint is complete.
 """
 

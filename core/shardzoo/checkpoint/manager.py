@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -40,7 +40,15 @@ from ..config import Config, ConfigError, resolve_path
 from ..parallel.mesh import gather_objects
 from . import dcp_state, failpoints, layout, rng
 from .hf_files import HF_DIR
-from .manifest import CheckpointError, describe_files, list_files, raise_if_any, verify, write_manifest
+from .manifest import (
+    CheckpointError,
+    describe_files,
+    describe_share,
+    list_files,
+    raise_if_any,
+    verify,
+    write_manifest,
+)
 from .scheduler_state import load_scheduler_state
 
 log = logging.getLogger(__name__)
@@ -109,6 +117,7 @@ class Checkpointer:
         self.in_flight: Optional[_InFlight] = None
         """The save whose tensors are still being written in the background (training.save_async)."""
         self._group: Optional[dist.ProcessGroup] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
         self.timeline = uuid.uuid4().hex[:12]
         """Which line of checkpoints this run extends: new for a fresh start or a rollback, inherited
         on `resume: auto`. Stored in every checkpoint, so a save that was published just before a crash
@@ -155,6 +164,8 @@ class Checkpointer:
             except Exception as exc:  # noqa: BLE001 - reported to every rank below
                 error = f"writing {tmp}: {exc!r}"
         raise_if_any(gather_objects, error)
+        if future is not None:
+            future = self._describe_when_written(tmp, future)
         self.in_flight = _InFlight(step, tmp, final, start, future, time.perf_counter() - start)
         if future is None:
             self.finish()
@@ -172,10 +183,10 @@ class Checkpointer:
         pending, self.in_flight = self.in_flight, None
         if pending is None:
             return
-        error = None
+        error, share = None, None
         if pending.future is not None:
             try:
-                pending.future.result()
+                share = pending.future.result()
             except Exception as exc:  # noqa: BLE001 - reported to every rank
                 error = f"writing {pending.tmp / STATE_DIR}: {exc!r}"
         raise_if_any(gather_objects, error)
@@ -183,7 +194,7 @@ class Checkpointer:
         failpoints.hit("save.written", step)
 
         files = describe_files(tmp, list_files(tmp), self.cfg.training.save_checksums, self.rank, self.world,
-                               gather_objects)
+                               gather_objects, share)
         pruned: list[Path] = []
         if self.rank == 0:
             try:
@@ -205,6 +216,20 @@ class Checkpointer:
                      else "")
             log.info("saved %s (%.1f MiB in %.1fs%s)%s", final, size / 2**20, time.perf_counter() - pending.start,
                      stall, f"; removed {', '.join(p.name for p in pruned)} (save_total_limit)" if pruned else "")
+
+    def _describe_when_written(self, tmp: Path, written: Future) -> Future:
+        """A future of this rank's manifest share ({name: {bytes, crc32?}}), made in the background once
+        every rank's tensors are written: the checksums of an async save cost the training no time. Called
+        after save() wrote the small files on every rank (its last collective), so the listing is whole."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardzoo-checksums")
+        io, checksums = self._io_group(), self.cfg.training.save_checksums
+
+        def describe() -> dict[str, dict]:
+            written.result()
+            dist.barrier(group=io)  # every rank's tensor files (and the coordinator's metadata) are complete
+            return describe_share(tmp, list_files(tmp), checksums, self.rank, self.world)
+        return self._executor.submit(describe)
 
     def _io_group(self) -> dist.ProcessGroup:
         """A CPU process group for background saves only: their coordination must not interleave with

@@ -52,10 +52,11 @@ def describe_share(root: Path, names: list[str], checksums: bool, rank: int, wor
 
 
 def describe_files(root: Path, names: list[str], checksums: bool, rank: int, world: int,
-                   gather: Gather) -> dict[str, dict]:
-    """{name: {bytes, crc32?}} for all files, each rank hashing its share."""
+                   gather: Gather, share: Optional[dict[str, dict]] = None) -> dict[str, dict]:
+    """{name: {bytes, crc32?}} for all files, each rank hashing its share (or handing in `share`, hashed
+    already: an async save hashes in its background thread)."""
     merged: dict[str, dict] = {}
-    for part in gather(describe_share(root, names, checksums, rank, world)):
+    for part in gather(describe_share(root, names, checksums, rank, world) if share is None else share):
         merged.update(part)
     return {name: merged[name] for name in names}
 
