@@ -83,6 +83,36 @@ def task_overrides(folder: Path, image: bool = False) -> list[str]:
     return args
 
 
+# The tiny configs' clips (tune_wan_tiny.yaml, tune_tiny.sh): 5 frames 2 apart, 32 x 32, 24 text tokens.
+TINY_CLIP = {"frames": 5, "height": 32, "width": 32}
+TINY_STRIDE, TINY_TEXT_LEN = 2, 24
+
+
+def extract_args(folder: Path, rows: Path, out: Path, *extra: str, image: bool = False,
+                 buckets: tuple[str, ...] = ()) -> list[str]:
+    """`python -m shardzoo_wan.extract` arguments for `rows` with the encoders written to `folder`, at the tiny
+    configs' clip size (or at `buckets`); `image`: Wan2.1 I2V's conditions and CLIP tokens too."""
+    folder = Path(folder)
+    args = ["--rows", str(rows), "--vae", str(folder / "vae"), "--text-encoder", str(folder / "text_encoder"),
+            "--tokenizer", str(folder / "tokenizer"), "--out", str(out), "--stride", str(TINY_STRIDE),
+            "--text-len", str(TINY_TEXT_LEN)]
+    if buckets:
+        args += ["--buckets", *buckets]
+    else:
+        args += [a for key, value in TINY_CLIP.items() for a in (f"--{key}", str(value))]
+    if image:
+        args += ["--image-to-video", "--image-encoder", str(folder / "image_encoder"), "--image-processor",
+                 str(folder / "image_processor")]
+    return args + list(extra)
+
+
+def feature_overrides(out: Path, image: bool = False) -> list[str]:
+    """Config overrides that train on the extraction in `out` instead of encoding online (the encoder keys
+    of task_overrides set to null)."""
+    keys = ("vae", "text_encoder", "tokenizer") + (("image_encoder", "image_processor") if image else ())
+    return ["--task.features", str(out)] + [a for key in keys for a in (f"--task.{key}", "null")]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)

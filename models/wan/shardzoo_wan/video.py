@@ -14,29 +14,44 @@ from shardzoo.errors import DataError
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def read_frames(path: str | Path) -> np.ndarray:
-    """[T, H, W, 3] uint8 RGB of a frame folder (files sorted by name) or a video file."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-        if not files:
-            raise DataError(f"video {path}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
-        frames = []
-        for f in files:
-            with Image.open(f) as image:
-                frames.append(np.asarray(image.convert("RGB")))
-        if len({f.shape for f in frames}) != 1:
-            raise DataError(f"video {path}: frames of different sizes")
-        return np.stack(frames)
+def _frame_files(path: Path) -> list[Path]:
+    """A frame folder's frames, sorted by name."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise DataError(f"video {path}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
+    return files
+
+
+def _open_video(path: Path):
+    """The PyAV container of a video file; DataError naming the file when it is missing or unreadable."""
     if not path.is_file():
         raise DataError(f"video {path} does not exist; give a folder of frames or a video file")
     import av
 
     try:
-        with av.open(str(path)) as container:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        return av.open(str(path))
     except (av.error.FFmpegError, ValueError) as exc:
-        raise DataError(f"video {path}: cannot be decoded ({exc})") from None
+        raise DataError(f"video {path}: cannot be read ({exc})") from None
+
+
+def read_frames(path: str | Path) -> np.ndarray:
+    """[T, H, W, 3] uint8 RGB of a frame folder (files sorted by name) or a video file."""
+    path = Path(path)
+    if path.is_dir():
+        frames = []
+        for f in _frame_files(path):
+            with Image.open(f) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        if len({f.shape for f in frames}) != 1:
+            raise DataError(f"video {path}: frames of different sizes")
+        return np.stack(frames)
+    import av
+
+    with _open_video(path) as container:
+        try:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise DataError(f"video {path}: cannot be decoded ({exc})") from None
     if not frames:
         raise DataError(f"video {path}: no video frames")
     return np.stack(frames)
@@ -47,24 +62,20 @@ def probe_video(path: str | Path) -> tuple[int, int, int]:
     its first frame's size; a video stream's declared count, decoded only when the container has none)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-        if not files:
-            raise DataError(f"video {path}: the folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
+        files = _frame_files(path)
         with Image.open(files[0]) as image:
             width, height = image.size
         return len(files), height, width
-    if not path.is_file():
-        raise DataError(f"video {path} does not exist; give a folder of frames or a video file")
     import av
 
-    try:
-        with av.open(str(path)) as container:
+    with _open_video(path) as container:
+        try:
             stream = container.streams.video[0]
             frames, height, width = stream.frames, stream.codec_context.height, stream.codec_context.width
             if not frames:
                 frames = sum(1 for _ in container.decode(video=0))
-    except (av.error.FFmpegError, ValueError, IndexError) as exc:
-        raise DataError(f"video {path}: cannot be read ({exc})") from None
+        except (av.error.FFmpegError, ValueError, IndexError) as exc:
+            raise DataError(f"video {path}: cannot be read ({exc})") from None
     return frames, height, width
 
 

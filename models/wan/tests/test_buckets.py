@@ -11,7 +11,7 @@ from shardzoo.config import ConfigError, config_from_dict
 from shardzoo.errors import DataError
 from shardzoo.testing import run_training
 from shardzoo_wan.buckets import Bucket, parse_buckets, pick_bucket
-from shardzoo_wan.tiny_encoders import task_overrides
+from shardzoo_wan.tiny_encoders import extract_args, feature_overrides, task_overrides
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "models/wan/configs/tune_wan_tiny.yaml"
@@ -105,10 +105,7 @@ def test_buckets_train_alike_on_two_ranks_and_from_features(tmp_path, tiny_encod
     # Steps of both sizes came: 2 samples of 240 or of 80 video tokens (the throughput counts each step's own).
     assert {round(r["tokens_per_s"] * r["elapsed_s"]) for r in online} == {480, 160}
     out = tmp_path / "features"
-    extract(["--rows", str(REPO / "data/video_buckets_sample.json"), "--vae", str(tiny_encoders / "vae"),
-             "--text-encoder", str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"),
-             "--out", str(out), "--stride", "2", "--text-len", "24", "--buckets", *BUCKETS])
-    features = ["--task.features", str(out), "--task.buckets", "null"] + [
-        a for key in ("vae", "text_encoder", "tokenizer") for a in (f"--task.{key}", "null")]
+    extract(extract_args(tiny_encoders, REPO / "data/video_buckets_sample.json", out, buckets=tuple(BUCKETS)))
+    features = feature_overrides(out) + ["--task.buckets", "null"]
     extracted = run_training(CONFIG, tmp_path / "f", cwd=REPO, overrides=COMMON[:-2] + features)
     assert losses(extracted) == pytest.approx(losses(online), rel=1e-6)

@@ -17,7 +17,7 @@ from shardzoo_wan import WanTransformer3DModel, tiny_config
 from shardzoo_wan.encoders import VideoEncoder
 from shardzoo_wan.flow_matching import flow_matching_loss
 from shardzoo_wan.image_to_video import ImageEncoder, first_frame_mask, mask_channels
-from shardzoo_wan.tiny_encoders import IMAGE_DIM, tiny_clip, tiny_vae
+from shardzoo_wan.tiny_encoders import IMAGE_DIM, extract_args, tiny_clip, tiny_vae
 
 REPO = Path(__file__).resolve().parents[3]
 I2V = dict(in_channels=10, out_channels=4, image_dim=IMAGE_DIM, added_kv_proj_dim=24)  # tiny: 4 + 2 + 4
@@ -98,19 +98,15 @@ def test_the_loss_feeds_noisy_latents_mask_condition_and_image_tokens(clip):
     torch.testing.assert_close(loss.detach(), want)
 
 
-def extract_args(folder: Path, out: Path, *extra: str) -> list[str]:
-    return ["--rows", str(REPO / "data/video_sample.json"), "--vae", str(folder / "vae"), "--text-encoder",
-            str(folder / "text_encoder"), "--tokenizer", str(folder / "tokenizer"), "--out", str(out), "--frames", "5",
-            "--height", "32", "--width", "32", "--stride", "2", "--text-len", "24", "--shard-size", "4", *extra]
+def tiny_extraction(folder: Path, out: Path, image: bool = False) -> list[str]:
+    return extract_args(folder, REPO / "data/video_sample.json", out, "--shard-size", "4", image=image)
 
 
 def test_extraction_writes_conditions_and_refuses_other_settings_on_a_rerun(tmp_path, tiny_encoders):
     from shardzoo_wan.extract import FeatureStore, main
     from shardzoo_wan.video import load_clip
 
-    image = ["--image-to-video", "--image-encoder", str(tiny_encoders / "image_encoder"), "--image-processor",
-             str(tiny_encoders / "image_processor")]
-    main(extract_args(tiny_encoders, tmp_path / "f", *image))
+    main(tiny_extraction(tiny_encoders, tmp_path / "f", image=True))
     store = FeatureStore(tmp_path / "f")
     assert store.mask_channels == 2 and store.image_tokens and store.index["image_shape"] == [17, IMAGE_DIM]
     row = store.row(5, ("latents", "condition", "image"))
@@ -126,8 +122,8 @@ def test_extraction_writes_conditions_and_refuses_other_settings_on_a_rerun(tmp_
     # The same folder with other settings: its finished shards would mix two kinds of rows. The command says so
     # in one line (exit 2), as the shardzoo CLI does.
     with pytest.raises(DataError, match=r"features_00000.safetensors: written with other settings .* new --out"):
-        main(extract_args(tiny_encoders, tmp_path / "f"))
-    proc = subprocess.run([sys.executable, "-m", "shardzoo_wan.extract", *extract_args(tiny_encoders, tmp_path / "f")],
-                          capture_output=True, text=True)
+        main(tiny_extraction(tiny_encoders, tmp_path / "f"))
+    rerun = tiny_extraction(tiny_encoders, tmp_path / "f")
+    proc = subprocess.run([sys.executable, "-m", "shardzoo_wan.extract", *rerun], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("data error: ")  # after transformers' loading bars

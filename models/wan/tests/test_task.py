@@ -150,10 +150,9 @@ def test_task_section_fits_the_dit(dit, task, message):
 
 def test_text_to_video_features_are_refused_for_an_i2v_dit(tmp_path, tiny_encoders):
     from shardzoo_wan.extract import main
+    from shardzoo_wan.tiny_encoders import extract_args
 
-    main(["--rows", str(REPO / "data/video_sample.json"), "--vae", str(tiny_encoders / "vae"), "--text-encoder",
-          str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"), "--out",
-          str(tmp_path / "t2v"), "--frames", "5", "--height", "32", "--width", "32", "--stride", "2"])
+    main(extract_args(tiny_encoders, REPO / "data/video_sample.json", tmp_path / "t2v"))
     with pytest.raises(ConfigError, match=r"task.features: .*t2v has no condition latents.*--image-to-video"):
         FlowMatchingTask.check_config(i2v_config({"features": str(tmp_path / "t2v")}, features=True), None,
                                       tiny_config(**I2V))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from shardzoo.testing import loss_curve, run_training
-from shardzoo_wan.tiny_encoders import task_overrides
+from shardzoo_wan.tiny_encoders import extract_args, feature_overrides, task_overrides
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -56,12 +56,8 @@ def features(tmp_path_factory, tiny_encoders) -> list[str]:
     from shardzoo_wan.extract import main as extract
 
     out = tmp_path_factory.mktemp("features")
-    extract(["--rows", str(REPO / "data/video_sample.json"), "--vae", str(tiny_encoders / "vae"), "--text-encoder",
-             str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"), "--out", str(out),
-             "--frames", "5", "--height", "32", "--width", "32", "--stride", "2", "--text-len", "24",
-             "--shard-size", "4"])
-    return ["--task.features", str(out)] + [a for key in ("vae", "text_encoder", "tokenizer")
-                                            for a in (f"--task.{key}", "null")]
+    extract(extract_args(tiny_encoders, REPO / "data/video_sample.json", out, "--shard-size", "4"))
+    return feature_overrides(out)
 
 
 def test_features_train_like_online_encoding(tmp_path, features, one_process):
@@ -151,13 +147,8 @@ def test_image_to_video_trains_alike_from_features_and_split_by_heads(tmp_path, 
     online = curve(run_training(I2V_CONFIG, tmp_path / "online", cwd=REPO,
                                 overrides=COMMON + task_overrides(tiny_encoders, image=True)))
     out = tmp_path / "features"
-    extract(["--rows", str(REPO / "data/video_sample.json"), "--vae", str(tiny_encoders / "vae"), "--text-encoder",
-             str(tiny_encoders / "text_encoder"), "--tokenizer", str(tiny_encoders / "tokenizer"), "--out", str(out),
-             "--frames", "5", "--height", "32", "--width", "32", "--stride", "2", "--text-len", "24",
-             "--image-to-video", "--image-encoder", str(tiny_encoders / "image_encoder"), "--image-processor",
-             str(tiny_encoders / "image_processor")])
-    features = ["--task.features", str(out)] + [a for key in ("vae", "text_encoder", "tokenizer", "image_encoder",
-                                                               "image_processor") for a in (f"--task.{key}", "null")]
+    extract(extract_args(tiny_encoders, REPO / "data/video_sample.json", out, image=True))
+    features = feature_overrides(out, image=True)
     extracted = curve(run_training(I2V_CONFIG, tmp_path / "run", cwd=REPO, overrides=COMMON + features))
     # As for T2V: one clip at a time through the same encoders in fp32 (measured exact).
     assert extracted[0] == pytest.approx(online[0], rel=1e-6)
