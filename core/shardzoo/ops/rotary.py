@@ -100,9 +100,51 @@ class _Rotary(torch.autograd.Function):
         return grad_x, grad_cos, grad_sin, None
 
 
+def _as_complex_pairs(t: torch.Tensor) -> torch.Tensor:
+    """[..., d] -> complex [..., d/2] over the adjacent pairs (a view when the layout allows one)."""
+    if t.stride(-1) != 1 or t.storage_offset() % 2 or any(s % 2 for s in t.stride()[:-1]):
+        t = t.clone(memory_format=torch.contiguous_format)
+    return torch.view_as_complex(t.unflatten(-1, (-1, 2)))
+
+
+class _PairRotary(torch.autograd.Function):
+    """Interleave mode as one complex multiply: the pair (a, b) times cos + i sin is exactly
+    (a cos - b sin, a sin + b cos), the reference's products and sums (bit-equal in fp32 on the
+    CPU), in one pass over x instead of the rotate's negate, stack, two multiplies and an add.
+    Its backward multiplies by the conjugate (the inverse rotation). The tables hold each angle
+    twice (rope_cos_sin's interleave layout), so their even entries are the angles'."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        dtype = _result_dtype(x, cos, sin)
+        turn = torch.complex(cos[..., 0::2].to(dtype), sin[..., 0::2].to(dtype)).unsqueeze(2)
+        ctx.save_for_backward(turn)
+        ctx.x_dtype = x.dtype
+        return torch.view_as_real(_as_complex_pairs(x.to(dtype)) * turn).flatten(-2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (turn,) = ctx.saved_tensors
+        grad_x = torch.view_as_real(_as_complex_pairs(grad.to(turn.real.dtype)) * turn.conj()).flatten(-2)
+        return grad_x.to(ctx.x_dtype), None, None
+
+
+def _result_dtype(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(torch.promote_types(x.dtype, cos.dtype), sin.dtype)
+
+
+def _pair_rotary_applies(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode: RotaryMode) -> bool:
+    # Complex numbers exist in fp32 and fp64 only (none in bf16); tables that learn need x in the
+    # backward (_Rotary); compiled graphs fuse the real-valued form themselves.
+    return (mode == "interleave" and _result_dtype(x, cos, sin) in (torch.float32, torch.float64)
+            and not (cos.requires_grad or sin.requires_grad) and not torch.compiler.is_compiling())
+
+
 @rotary.register("autograd_fn", devices=(CPU, CUDA), priority=10)
 def rotary_autograd_fn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                              mode: RotaryMode = "half") -> torch.Tensor:
+    if _pair_rotary_applies(x, cos, sin, mode):
+        return _PairRotary.apply(x, cos, sin)
     return _Rotary.apply(x, cos, sin, mode)
 
 
