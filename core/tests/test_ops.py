@@ -24,6 +24,25 @@ def test_rms_norm_native(dtype, tol):
     assert_parity(rms_norm_reference, rms_norm_native, (x, w), tol, eps=1e-6)
 
 
+@pytest.mark.parametrize("x_dtype,weight_dtype,tol", [(torch.float32, torch.float32, FP32),
+                                                      (torch.bfloat16, torch.bfloat16, BF16),
+                                                      (torch.bfloat16, torch.float32, BF16)])
+@pytest.mark.parametrize("weight_in_fp32", [False, True])
+def test_rms_norm_autograd_fn(x_dtype, weight_dtype, tol, weight_in_fp32):
+    """The reference's forward bit for bit; the gradients of x and the weight within the dtype's rounding
+    (its own backward sums in another order), a frozen weight getting none."""
+    from shardzoo.ops.rms_norm import rms_norm_autograd_fn
+
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 5, 64, dtype=x_dtype) * 3, (1 + 0.1 * torch.randn(64)).to(weight_dtype)
+    kwargs = dict(eps=1e-6, weight_in_fp32=weight_in_fp32)
+    assert torch.equal(rms_norm_autograd_fn(x, w, **kwargs), rms_norm_reference(x, w, **kwargs))
+    assert_parity(rms_norm_reference, rms_norm_autograd_fn, (x, w), tol, **kwargs)
+    frozen = x.clone().requires_grad_()
+    rms_norm_autograd_fn(frozen, w, **kwargs).sum().backward()
+    assert frozen.grad is not None and w.grad is None
+
+
 def test_rms_norm_reference_matches_definition():
     x, w = torch.tensor([[3.0, 4.0]]), torch.tensor([2.0, 0.5])
     rms = ((9 + 16) / 2) ** 0.5
@@ -111,6 +130,32 @@ def test_rotary_autograd_fn(mode, dtype, tol, tables_grad):
         out, (grad,) = run_with_grads(lambda x: rotary_autograd_fn(x, cos, sin, mode=mode), x)
         torch.testing.assert_close(out, out_ref, **tol)
         torch.testing.assert_close(grad, grad_ref, **tol)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "heads_first", "odd_offset"])
+def test_interleave_rotary_as_complex_multiply_is_bit_equal(x_dtype, layout):
+    """Interleave mode with fp32 tables (Wan: queries in fp32 or bf16) takes the complex multiply; its output
+    is bit-equal to the reference's on the CPU (the same products and sums), its gradient too in fp32, for
+    any layout of x (views are cloned where complex pairs cannot be viewed)."""
+    from shardzoo.ops.rotary import _pair_rotary_applies
+
+    torch.manual_seed(0)
+    views = {"contiguous": lambda b: b[:-1].view(2, 5, 3, 16),
+             "heads_first": lambda b: b[:-1].view(2, 3, 5, 16).transpose(1, 2),  # pairs viewable in place
+             "odd_offset": lambda b: b[1:].view(2, 5, 3, 16)}  # pairs not viewable: cloned
+    base, as_x = torch.randn(1 + 2 * 5 * 3 * 16, dtype=x_dtype), views[layout]
+    positions = torch.arange(5)[None].expand(2, 5)
+    cos, sin = rope_cos_sin(positions, rope_inv_freq(16, 1e4), torch.float32, mode="interleave")
+    assert _pair_rotary_applies(as_x(base), cos, sin, "interleave")
+    out_ref, (grad_ref,) = run_with_grads(lambda b: rotary_reference(as_x(b), cos, sin, mode="interleave"), base)
+    out, (grad,) = run_with_grads(lambda b: rotary_autograd_fn(as_x(b), cos, sin, mode="interleave"), base)
+    assert out.dtype == out_ref.dtype == torch.float32 and grad.dtype == x_dtype
+    assert torch.equal(out, out_ref)
+    if x_dtype == torch.float32:
+        assert torch.equal(grad, grad_ref)
+    else:  # the reference rounds its two gradient terms to bf16 before adding them; this rounds once
+        torch.testing.assert_close(grad, grad_ref, **BF16)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])

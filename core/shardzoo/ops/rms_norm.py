@@ -67,6 +67,44 @@ def rms_norm_native(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in
     return F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype), eps)
 
 
+class _RMSNorm(torch.autograd.Function):
+    """The reference's forward (the same ops, so the same bits) with a backward of its own. With
+    n = x r, r = 1/rms(x) and gn the gradient reaching n, dx = r (gn - n mean(gn n)): it needs only n
+    and r, where autograd's chain keeps x, n (twice in half precision) and walks the square, the mean
+    and the rsqrt back in about twice the passes. The weight's gradient and gn are rounded where the
+    reference's multiply rounds them."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps, weight_in_fp32):
+        h = x.float()
+        rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+        normalised = h * rstd
+        ctx.save_for_backward(normalised, rstd, weight)
+        ctx.x_dtype, ctx.weight_in_fp32 = x.dtype, weight_in_fp32
+        return _scale(x, normalised, weight, weight_in_fp32)
+
+    @staticmethod
+    def backward(ctx, grad):
+        normalised, rstd, weight = ctx.saved_tensors
+        # The multiply by the weight: in fp32 (weight_in_fp32), or with n rounded to x's dtype.
+        scaled = normalised if ctx.weight_in_fp32 else normalised.to(ctx.x_dtype)
+        if ctx.weight_in_fp32:
+            grad = grad.float()
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad * scaled).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
+        grad_normalised = (grad * weight).to(scaled.dtype).float()
+        dot = (grad_normalised * normalised).mean(-1, keepdim=True)
+        grad_x = torch.addcmul(grad_normalised, normalised, dot, value=-1).mul_(rstd)
+        return grad_x.to(ctx.x_dtype), grad_weight, None, None
+
+
+@rms_norm.register("autograd_fn", devices=(CPU, CUDA), priority=10)
+def rms_norm_autograd_fn(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                         weight_in_fp32: bool = False) -> torch.Tensor:
+    return _RMSNorm.apply(x, weight, eps, weight_in_fp32)
+
+
 @rms_norm.register("npu_rms_norm", devices=(NPU,), priority=10, unavailable=torch_npu_missing)
 def rms_norm_npu(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_in_fp32: bool = False) -> torch.Tensor:
     # torch_npu.npu_rms_norm returns (y, rstd); y scales by the weight before rounding to x's dtype, so
