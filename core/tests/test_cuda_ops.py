@@ -95,3 +95,40 @@ def test_torch_grouped_mm_bf16_on_cuda():
     w = 0.05 * torch.randn(4, 128, 256, dtype=torch.bfloat16, device="cuda")
     counts = torch.tensor([100, 0, 150, 50], device="cuda")
     assert_parity(grouped_mm_reference, grouped_mm_torch, (x, w, counts), BF16)
+
+
+ELEMENTWISE_BACKENDS = [(name, backend) for name in ("rms_norm", "rotary", "swiglu", "clipped_swiglu")
+                        for backend, b in OPS[name].backends.items() if "cuda" in b.devices and backend != "reference"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])
+@pytest.mark.parametrize("name,backend", ELEMENTWISE_BACKENDS)
+def test_elementwise_backends_on_cuda(name, backend, dtype, tol):
+    """Each CUDA backend of the norm, rotary and activation ops on its example (Qwen3-1.7B shapes), forward and
+    every input gradient against the reference on the GPU. 16 tokens: a weight's gradient sums over the
+    tokens, and in bf16 a backend that sums its products in fp32 moves from the reference's rounded products
+    by about sqrt(tokens) roundings (at 256 tokens `native` is 0.1 off on the CPU)."""
+    op = OPS[name]
+    with torch.device("cuda"):
+        torch.manual_seed(0)
+        args, kwargs = op.example(16, dtype)
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    rest = args[len(tensors):]  # eps and such follow the tensors
+    ref, fn = op.backends["reference"].fn, op.backends[backend].fn
+    assert_parity(lambda *t, **kw: ref(*t, *rest, **kw), lambda *t, **kw: fn(*t, *rest, **kw), tensors, tol, **kwargs)
+
+
+@needs_cuda
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_interleave_rotary_on_cuda(x_dtype):
+    """Wan's rotary (interleave pairs, fp32 tables): the complex multiply on the GPU against the reference."""
+    from shardzoo.ops.rotary import rope_cos_sin, rope_inv_freq, rotary_autograd_fn, rotary_reference
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 4, 32, dtype=x_dtype, device="cuda")
+    positions = torch.arange(64, device="cuda")[None].expand(2, 64)
+    cos, sin = rope_cos_sin(positions, rope_inv_freq(32, 1e4, device="cuda"), torch.float32, mode="interleave")
+    # fp32 here: the GPU may fuse a product and a sum (one rounding less than the reference), a few ulp.
+    assert_parity(rotary_reference, rotary_autograd_fn, (x, cos, sin), FP32 if x_dtype == torch.float32 else BF16,
+                  mode="interleave")
