@@ -41,3 +41,20 @@ def assert_parity(ref, backend, inputs, tol, **kwargs):
     torch.testing.assert_close(out_b, out_r, **tol)
     for g_b, g_r in zip(grads_b, grads_r):
         torch.testing.assert_close(g_b, g_r, **tol)
+
+
+def assert_as_precise(ref, backend, inputs, factor: float = 2.0, **kwargs):
+    """Half precision: the backend's outputs and input gradients are at most `factor` times as far from the
+    reference run in fp32 as the half-precision reference is. Both round, at places of their own, and a
+    gradient summed from rounded products can cancel to near zero, so one rounding element by element is no
+    bound there; the distance to the fp32 result is."""
+    exact_out, exact_grads = run_with_grads(ref, *[x.float() if x.is_floating_point() else x for x in inputs], **kwargs)
+    out_r, grads_r = run_with_grads(ref, *inputs, **kwargs)
+    out_b, grads_b = run_with_grads(backend, *inputs, **kwargs)
+    for what, exact, r, b in zip(["output"] + [f"gradient of input {i}" for i in range(len(grads_r))],
+                                 [exact_out, *exact_grads], [out_r, *grads_r], [out_b, *grads_b], strict=True):
+        error_r = (r.float() - exact).abs().max().item()
+        error_b = (b.float() - exact).abs().max().item()
+        floor = 1e-6 * exact.abs().max().item()  # both exact: fp32's own rounding
+        assert error_b <= factor * error_r + floor, (
+            f"{what}: the backend is {error_b:.3g} from fp32, the reference {error_r:.3g} (at most {factor}x allowed)")
