@@ -86,14 +86,15 @@ def test_recompute_shrinks_the_activation_estimate():
     cfg = load_config(TINY, ["--training.output_dir", "unused"])
     with_recompute = load_config(TINY, ["--training.output_dir", "unused", "--parallel.recompute", "true"])
     full, saved = plan_memory(cfg, 2).activations, plan_memory(with_recompute, 2).activations
-    # Without recompute L blocks keep their internals, with it one block does: L - 1 blocks' worth less.
+    # Without recompute L blocks keep their internals; with it one block does, and the L checkpoints keep their
+    # inputs (which no block keeps otherwise: the norms save their output, not their input).
     n = 8 * 256
-    # Attention: two norm outputs and the residual, q (projected, rotated, output, o's copy) and k, v
-    # (projected, rotated; v); MoE: k = 2 copies of the token with gate/up and product, router probs.
-    internals = n * ((3 * H + 4 * Q + 3 * KV) + 2 * (H + 3 * INTER) + E) * 4
+    # Attention: two norm outputs, q (projected, rotated, output, o's copy) and k, v (projected, rotated; v);
+    # MoE: k = 2 copies of the token with gate/up and product, router probs.
+    internals = n * ((2 * H + 4 * Q + 3 * KV) + 2 * (H + 3 * INTER) + E) * 4
     # On the CPU (this config's device) SDPA also keeps the sink bias and the probabilities per layer.
     internals += 2 * 8 * 4 * 256 * 257 * 4
-    assert full - saved == (L - 1) * internals
+    assert full - saved == (L - 1) * internals - L * n * H * 4
 
 
 def test_context_parallel_divides_the_activation_estimate():

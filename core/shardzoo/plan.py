@@ -20,10 +20,10 @@ largest shards:
                (context parallel: the rank's slice; inside attention T x H/cp is the same size; tensor
                parallel: the residual stream and norm outputs on T/tp tokens, each block's gathered input
                on T, heads, MLP columns and the loss's vocab rows divided by tp):
-               each block saves its input (H); a block's internals are saved for all blocks
-               without recompute, for one block with it: attention q and k before and after
-               rotary (and before per-head norms), v, the output and its copy for the o projection,
-               the two norm outputs and the residual between them; MLP gate, up, silu(gate) and
+               with recompute each block saves its input (H) and one block's internals are saved,
+               without it every block's internals (the norms keep their normalised output, not
+               their input): attention q and k before and after rotary, v, the output and its copy
+               for the o projection, the two norm outputs; MLP gate, up, silu(gate) and
                product (dense: 4 I; MoE: k copies of the token, 2 I + I per copy, plus fp32 router
                probabilities); plus the loss chunk's fp32
                logits and their gradient (loss_chunk_size x vocab x 4 x 2). For vision-language
@@ -183,10 +183,10 @@ def _export_bytes(model: nn.Module, spec, hf_config, export_dtype: str) -> int:
     return max(map(held, units), default=0) + EXPORT_RUNTIME_BYTES
 
 
-def activation_bytes(cfg: Config, hf_config, recompute: bool, head_norms: bool = False) -> int:
+def activation_bytes(cfg: Config, hf_config, recompute: bool) -> int:
     """The estimate described in the module docstring (the language model's; a vision tower's
-    activations scale with image tiles and are not included). `head_norms`: q and k pass through a
-    per-head norm before rotary (Qwen3), which keeps their un-normed copies too."""
+    activations scale with image tiles and are not included). Per-head q / k norms (Qwen3) add
+    nothing: rms_norm keeps its normalised output, which rotary then reads, not its input."""
     hf_config = text_config(hf_config)
     width = (to_dtype(cfg.parallel.param_dtype) or torch.float32).itemsize
     n = cfg.training.per_device_train_batch_size * -(-cfg.data.cutoff_len // cfg.parallel.cp_size)
@@ -199,10 +199,9 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool, head_norms: bool =
     # its gathered input (all n tokens) for the column-parallel projections' backward.
     seq = -(-n // tp)
     gathered = n * h if tp > 1 else 0
-    # The two norm outputs and the residual between them; q and k as projected (rotary keeps its input)
-    # and after rotary, v, the attention output and its copy in the o projection's layout (measured by
-    # autograd's saved tensors on the reference ops); per-head norms keep one more q and k.
-    attention = 3 * seq * h + gathered + n * ((5 if head_norms else 4) * q + (4 if head_norms else 3) * kv)
+    # The two norm outputs; q and k as projected (rotary keeps its input) and after rotary, v, the
+    # attention output and its copy in the o projection's layout (measured by autograd's saved tensors).
+    attention = 2 * seq * h + gathered + n * (4 * q + 3 * kv)
     experts = getattr(hf_config, "num_local_experts", None) or getattr(hf_config, "num_experts", 0) or 0
     if experts:  # under TP an MoE block runs on the rank's own tokens
         k = hf_config.num_experts_per_tok
@@ -211,7 +210,7 @@ def activation_bytes(cfg: Config, hf_config, recompute: bool, head_norms: bool =
     else:
         # gate and up, silu(gate) and the product (the reference swiglu; NPU's fused kernel keeps one I less)
         mlp = gathered + n * 4 * hf_config.intermediate_size // tp
-    block_inputs = layers * seq * h * width
+    block_inputs = layers * seq * h * width if recompute else 0  # the checkpoints' inputs
     internals = (attention + mlp) * width
     # The loss: each chunk's fp32 logits and their gradient over this rank's vocab rows (all n hidden
     # states gathered under TP).
@@ -246,7 +245,7 @@ def plan_memory(cfg: Config, world: int) -> MemoryPlan:
     if spec is not None and spec.activation_bytes is not None:
         activations = spec.activation_bytes(cfg, hf_config, recompute)
     else:
-        activations = activation_bytes(cfg, hf_config, recompute, bool(spec and spec.plan.tp.head_norms))
+        activations = activation_bytes(cfg, hf_config, recompute)
     optimizer = ADAM_STATES * 4 * locals_
     device = detect_device_type() if cfg.training.device == "auto" else cfg.training.device
     offloaded = cfg.parallel.offload_to_cpu and device != "cpu"

@@ -43,10 +43,12 @@ def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
     features', or the VAE's for task.num_frames x height x width), tokens / cp:
     every block saves its input; a block's internals (self-attention: modulated input, q, k, v, roped
     q, k, output; cross-attention: normed input, q, output; FFN: modulated input, two ffn_dim
-    activations, output = 14 D + 2 F in param_dtype, plus ~6 D of fp32 norm / modulation temporaries)
-    are saved for one block with recompute, for all without. Text-side tensors (512 tokens) are left out.
+    activations, output = 14 D + 2 F in param_dtype, plus ~3 D of fp32 norm / modulation temporaries;
+    under tensor parallel 6 D: the q / k norms over heads split across ranks keep their fp32 inputs too,
+    where the one-rank norm keeps only its output) are saved for one block with recompute, for all
+    without. Text-side tensors (512 tokens) are left out.
     Tensor parallel: what lives on the residual stream (block inputs, modulated and normed inputs, block
-    outputs, the fp32 temporaries: 6 D) holds tokens / tp; q, k, v and the attention outputs (8 D) and
+    outputs, the fp32 temporaries) holds tokens / tp; q, k, v and the attention outputs (8 D) and
     the FFN activations hold all tokens of the cp chunk with heads and columns / tp; each block's three
     gathered inputs (3 D) hold all tokens."""
     from shardzoo.parallel.fsdp import to_dtype
@@ -62,7 +64,8 @@ def activation_bytes(cfg, config: WanConfig, recompute: bool) -> int:
     tp = cfg.parallel.tp_size
     local = -(-n // tp)
     gathered = 3 * n * dim * width if tp > 1 else 0
-    internals = (local * (6 * dim * width + 6 * dim * 4) + n * (8 * dim + 2 * config.ffn_dim) // tp * width
+    fp32_temporaries = (6 if tp > 1 else 3) * dim * 4
+    internals = (local * (6 * dim * width + fp32_temporaries) + n * (8 * dim + 2 * config.ffn_dim) // tp * width
                  + gathered)
     return config.num_layers * local * dim * width + (internals if recompute else config.num_layers * internals)
 
