@@ -108,9 +108,10 @@ def _as_complex_pairs(t: torch.Tensor) -> torch.Tensor:
 
 
 class _PairRotary(torch.autograd.Function):
-    """Interleave mode as one complex multiply: the pair (a, b) times cos + i sin is exactly
-    (a cos - b sin, a sin + b cos), the reference's products and sums (bit-equal in fp32 on the
-    CPU), in one pass over x instead of the rotate's negate, stack, two multiplies and an add.
+    """Interleave mode as one complex multiply: the pair (a, b) times cos + i sin is
+    (a cos - b sin, a sin + b cos), the reference's products and sums (bit-equal on the CPU where
+    _pair_rotary_applies; a GPU may fuse a product and a sum, one ulp), in one pass over x instead of
+    the rotate's negate, stack, two multiplies and an add.
     Its backward multiplies by the conjugate (the inverse rotation). The tables hold each angle
     twice (rope_cos_sin's interleave layout), so their even entries are the angles'."""
 
@@ -133,11 +134,19 @@ def _result_dtype(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return torch.promote_types(torch.promote_types(x.dtype, cos.dtype), sin.dtype)
 
 
+# On the CPU the complex multiply is exact (separate products and sums) in its vector lanes, but a row's
+# remainder past the last full vector is computed with fused multiply-adds: one ulp apart, and by the
+# element's place in the row. Rows of a multiple of 16 pairs (every released head: 64 and 128 dims) have
+# no remainder under AVX2 or AVX-512; others keep the real-valued form, whose bits do not depend on it.
+_CPU_PAIRS_MULTIPLE = 16
+
+
 def _pair_rotary_applies(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode: RotaryMode) -> bool:
     # Complex numbers exist in fp32 and fp64 only (none in bf16); tables that learn need x in the
     # backward (_Rotary); compiled graphs fuse the real-valued form themselves.
     return (mode == "interleave" and _result_dtype(x, cos, sin) in (torch.float32, torch.float64)
-            and not (cos.requires_grad or sin.requires_grad) and not torch.compiler.is_compiling())
+            and not (cos.requires_grad or sin.requires_grad) and not torch.compiler.is_compiling()
+            and (x.device.type != CPU or (x.shape[-1] // 2) % _CPU_PAIRS_MULTIPLE == 0))
 
 
 @rotary.register("autograd_fn", devices=(CPU, CUDA), priority=10)
