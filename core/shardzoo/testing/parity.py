@@ -24,14 +24,21 @@ def assert_grads_close(ours: nn.Module, ref: nn.Module, *, name_map=lambda n: n,
     return checked
 
 
+def _is_float_tensor(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
+
+
 def run_with_grads(fn, *inputs, **kwargs):
-    inputs = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+    """`fn`'s output and the gradients of its floating-point tensor inputs under a fixed random probe; other
+    inputs (an op's eps, integer ids) pass through as they are."""
+    inputs = [x.detach().clone().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor) else x
+              for x in inputs]
     out = fn(*inputs, **kwargs)
     # randn(shape), not randn_like: the latter follows the output's strides, so a transposed
     # output would get its probe values in another logical order.
     probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
     (out.float() * probe).sum().backward()
-    return out, [x.grad for x in inputs if x.is_floating_point()]
+    return out, [x.grad for x in inputs if _is_float_tensor(x)]
 
 
 def assert_parity(ref, backend, inputs, tol, **kwargs):
@@ -48,7 +55,7 @@ def assert_as_precise(ref, backend, inputs, factor: float = 2.0, **kwargs):
     reference run in fp32 as the half-precision reference is. Both round, at places of their own, and a
     gradient summed from rounded products can cancel to near zero, so one rounding element by element is no
     bound there; the distance to the fp32 result is."""
-    exact_out, exact_grads = run_with_grads(ref, *[x.float() if x.is_floating_point() else x for x in inputs], **kwargs)
+    exact_out, exact_grads = run_with_grads(ref, *[x.float() if _is_float_tensor(x) else x for x in inputs], **kwargs)
     out_r, grads_r = run_with_grads(ref, *inputs, **kwargs)
     out_b, grads_b = run_with_grads(backend, *inputs, **kwargs)
     for what, exact, r, b in zip(["output"] + [f"gradient of input {i}" for i in range(len(grads_r))],
