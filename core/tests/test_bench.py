@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from shardzoo.bench import ops as ops_bench
-from shardzoo.bench.flops import count_flops
+from shardzoo.bench.flops import EXTRA_FORMULAS, count_flops
 from shardzoo.bench.step import Goal
 from shardzoo.ops import OPS
 from shardzoo.ops.attention import attention_reference
@@ -36,6 +36,27 @@ def test_cpu_sdpa_is_counted_like_explicit_attention():
     sdpa = lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)  # noqa: E731
     assert count_flops(sdpa) == explicit_forward
     assert count_flops(lambda: sdpa().sum().backward()) == explicit_forward * 7 // 2
+
+
+ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+
+
+def test_every_attention_kernel_counts_shared_key_value_heads_as_expanded_ones():
+    """torch < 2.12 rejects grouped-query shapes in its attention formulas (the GPU check's torch 2.11
+    crashed on the Qwen3 step). Ours, for every CPU and CUDA kernel, forward and backward, give torch's
+    own count of the same attention with the key/value heads repeated to the query's."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    q, k, v, grad_out = (2, 8, 32, 16), (2, 2, 48, 16), (2, 2, 48, 24), (2, 8, 32, 24)
+    k_repeated, v_repeated = (2, 8, 48, 16), (2, 8, 48, 24)
+    for name in ATTENTION_KERNELS:
+        forward, backward = getattr(torch.ops.aten, name), getattr(torch.ops.aten, f"{name}_backward")
+        assert EXTRA_FORMULAS[forward](q, k, v) == sdpa_flop_count(q, k_repeated, v_repeated), name
+        assert EXTRA_FORMULAS[backward](grad_out, q, k, v) == \
+            sdpa_backward_flop_count(grad_out, q, k_repeated, v_repeated), name
+    with pytest.raises(ValueError, match="3 key/value heads"):
+        EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention](q, (2, 3, 48, 16), (2, 3, 48, 24))
 
 
 def test_grouped_mm_and_inplace_addmm_are_counted():

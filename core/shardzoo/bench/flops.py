@@ -1,11 +1,12 @@
 """FLOPs of one training step, counted by running it under torch's FlopCounterMode.
 
 Counting what runs (rather than a per-family formula) serves every model alike: vision towers,
-cross-attention, MoE with only the routed experts. torch's counter knows matmuls and the CUDA
-attention kernels; the CPU flash-attention kernels, torch._grouped_mm and the in-place addmm_ are
-added here, so a CPU step, a MoE step and the chunked cross-entropy are not undercounted.
-Attention is counted at full T x T, causal or not (the PaLM / torchtitan convention), and its
-backward includes the score recompute, as torch counts it.
+cross-attention, MoE with only the routed experts. torch's counter knows matmuls; the attention
+kernels (CPU and CUDA), torch._grouped_mm and the in-place addmm_ are counted here, so a CPU step,
+a MoE step and the chunked cross-entropy are not undercounted. Attention has its own formulas
+because torch before 2.12 rejects grouped-query shapes (fewer key/value heads than query heads),
+which every Qwen3 and GPT-OSS step has. Attention is counted at full T x T, causal or not (the
+PaLM / torchtitan convention), and its backward includes the score recompute, as torch counts it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,30 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 aten = torch.ops.aten
 
 
-def _cpu_flash_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
+def _attention_shapes(query, key, value) -> tuple[int, int, int, int, int]:
+    """(batch x query heads, query length, key length, q/k head dim, v head dim) of [B, H, S, D] operands;
+    each group of query heads shares one key/value head, so the work is per query head."""
+    (b, heads, s_q, d), (_, kv_heads, s_k, _), d_v = query, key, value[3]
+    if heads % kv_heads:
+        raise ValueError(f"attention with {heads} query heads and {kv_heads} key/value heads is not counted")
+    return b * heads, s_q, s_k, d, d_v
 
 
-def _cpu_flash_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out, query, key, value)
+def _attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The scores q k^T and the output p v."""
+    bh, s_q, s_k, d, d_v = _attention_shapes(query, key, value)
+    return 2 * bh * s_q * s_k * (d + d_v)
+
+
+def _attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The scores again (d), dP = dO v^T and dV = P^T dO (d_v each), dQ = dS k and dK = dS^T q (d each)."""
+    bh, s_q, s_k, d, d_v = _attention_shapes(query, key, value)
+    return 2 * bh * s_q * s_k * (3 * d + 2 * d_v)
 
 
 def _addmm_(bias, a, b, *args, out_shape=None, **kwargs) -> int:
@@ -46,8 +60,12 @@ def _grouped_mm(a, b, offs=None, *args, out_shape=None, **kwargs) -> int:
 
 EXTRA_FORMULAS = {
     aten.addmm_: _addmm_,  # in-place accumulation (the chunked cross-entropy's weight gradient)
-    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention,
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward,
+    **{kernel: _attention for kernel in (
+        aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
+        aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention)},
+    **{kernel: _attention_backward for kernel in (
+        aten._scaled_dot_product_flash_attention_for_cpu_backward, aten._scaled_dot_product_flash_attention_backward,
+        aten._scaled_dot_product_efficient_attention_backward, aten._scaled_dot_product_cudnn_attention_backward)},
     aten._grouped_mm: _grouped_mm,
 }
 
