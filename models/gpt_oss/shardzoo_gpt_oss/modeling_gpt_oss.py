@@ -34,6 +34,10 @@ from shardzoo.moe import GroupedExperts, record_routing, topk_then_softmax
 from shardzoo.moe.routing_stats import aux_loss_coef, router_probs
 from transformers import GptOssConfig
 
+# The released models' activation constants. transformers made them config fields (swiglu_alpha,
+# swiglu_limit) only in later v5 releases; earlier ones, e.g. 5.17, hard-code these values and their
+# configs have neither attribute.
+SWIGLU_ALPHA, SWIGLU_LIMIT = 1.702, 7.0
 ROPE_KEYS = {"rope_type", "rope_theta", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
              "truncate", "attention_factor"}
 
@@ -95,8 +99,8 @@ class GptOssMLP(nn.Module):
         super().__init__()
         self.top_k = config.num_experts_per_tok
         self.router = nn.Linear(config.hidden_size, config.num_local_experts, bias=True)
-        activation = functools.partial(ops.clipped_swiglu, alpha=config.swiglu_alpha, limit=config.swiglu_limit,
-                                       interleaved=True)
+        activation = functools.partial(ops.clipped_swiglu, alpha=getattr(config, "swiglu_alpha", SWIGLU_ALPHA),
+                                       limit=getattr(config, "swiglu_limit", SWIGLU_LIMIT), interleaved=True)
         self.experts = GroupedExperts(config.num_local_experts, config.hidden_size, config.intermediate_size,
                                       activation, bias=True, in_out_layout=True)
         self.with_aux_loss = aux_loss_coef(config) > 0

@@ -1,6 +1,7 @@
 """Our GPT-OSS against transformers' GptOssForCausalLM (eager attention, eager experts), fp32."""
 
 import contextlib
+import types
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from shardzoo.parallel.materialize import load_parameters
 from shardzoo.testing import assert_grads_close
 from shardzoo.train.task import CausalLMTask
 from shardzoo_gpt_oss import SPEC, GptOssForCausalLM, tiny_config
+from shardzoo_gpt_oss.modeling_gpt_oss import SWIGLU_ALPHA, SWIGLU_LIMIT, GptOssMLP
+from transformers import GptOssConfig
 from transformers import GptOssForCausalLM as HFGptOss
 
 # fp32 end to end. Observed: logits differ by ~1e-7 (expert outputs summed in another order, SDPA
@@ -54,6 +57,27 @@ def test_both_clamps_fire_and_sinks_matter():
     gu = x @ ref.model.layers[0].mlp.experts.gate_up_proj[0]
     assert (gu[:, ::2] > config.swiglu_limit).any() and (gu[:, 1::2].abs() > config.swiglu_limit).any()
     assert ref.model.layers[0].self_attn.sinks.abs().max() > 1.0
+
+
+def test_a_config_without_the_activation_fields_gets_the_released_constants():
+    """transformers 5.17 (the GPU machine's) has no swiglu_alpha / swiglu_limit fields and hard-codes
+    1.702 and 7.0: our expert layer built from such a config computes what a newer config's defaults give."""
+    full = tiny_config(swiglu_limit=SWIGLU_LIMIT)
+    assert (full.swiglu_alpha, full.swiglu_limit) == (SWIGLU_ALPHA, SWIGLU_LIMIT) == \
+        (GptOssConfig().swiglu_alpha, GptOssConfig().swiglu_limit)
+    fields = {k: v for k, v in full.to_dict().items() if k not in ("swiglu_alpha", "swiglu_limit")}
+    torch.manual_seed(0)
+    with_fields = GptOssMLP(full)
+    with torch.no_grad():
+        for param in with_fields.parameters():  # built empty; the model's init_fn fills them
+            param.normal_(0, 0.5)
+    without = GptOssMLP(types.SimpleNamespace(**fields))
+    without.load_state_dict(with_fields.state_dict())
+    other_limit = GptOssMLP(tiny_config(swiglu_limit=0.5))
+    other_limit.load_state_dict(with_fields.state_dict())
+    x = torch.randn(2, 5, full.hidden_size)  # expert pre-activations reach about 10: the limit 7 clamps
+    assert torch.equal(without(x), with_fields(x))
+    assert not torch.equal(without(x), other_limit(x))
 
 
 @pytest.mark.parametrize("grouped_mm", ["reference", "torch_grouped_mm"])
