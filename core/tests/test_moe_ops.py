@@ -68,8 +68,12 @@ def test_clipped_swiglu_matches_transformers_gpt_oss_experts():
     from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
 
     experts = GptOssExperts(GptOssConfig(hidden_size=8, intermediate_size=4, num_local_experts=1, swiglu_limit=0.5))
-    x = 2 * torch.randn(5, 8)
-    torch.testing.assert_close(clipped_swiglu_reference(x, alpha=1.702, limit=0.5), experts._apply_gate(x), **FP32)
+    # transformers before the swiglu_* config fields (e.g. 5.17) hard-code limit 7.0: take the limit it
+    # applies, and inputs a few times larger, so both clamps fire either way.
+    x = 4 * experts.limit * torch.randn(5, 8)
+    assert (x[:, ::2] > experts.limit).any() and (x[:, 1::2] < -experts.limit).any()
+    torch.testing.assert_close(clipped_swiglu_reference(x, alpha=experts.alpha, limit=experts.limit),
+                               experts._apply_gate(x), **FP32)
 
 
 DOCUMENTS = torch.tensor([[0] * 5 + [1] * 4] * 2)

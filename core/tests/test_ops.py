@@ -8,7 +8,7 @@ from shardzoo.ops.attention import attention_reference, attention_sdpa
 from shardzoo.ops.linear_cross_entropy import linear_cross_entropy_chunked, linear_cross_entropy_reference
 from shardzoo.ops.rms_norm import rms_norm_native, rms_norm_reference
 from shardzoo.ops.rotary import rope_cos_sin, rope_inv_freq, rotary_autograd_fn, rotary_reference
-from shardzoo.testing.parity import assert_parity, run_with_grads
+from shardzoo.testing.parity import assert_as_precise, assert_parity, run_with_grads
 
 # fp32 tolerances: the backends reorder fp32 reductions (matmul blocking, fused softmax), which
 # moves results by a few ulp of values of order 1-10; 1e-5 absolute leaves a margin of ~10x.
@@ -17,11 +17,17 @@ FP32 = dict(atol=1e-5, rtol=1e-5)
 BF16 = dict(atol=1e-2, rtol=1.6e-2)
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32), (torch.bfloat16, BF16)])
-def test_rms_norm_native(dtype, tol):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_native(dtype):
+    """bf16: as near the fp32 result as the reference. The weight's gradient sums rounded products over the
+    tokens and can cancel to near zero, where one rounding element by element is no bound (torch 2.11's
+    draw has such an element: fp32 -0.106, the reference -0.122, native -0.101)."""
     torch.manual_seed(0)
     x, w = torch.randn(3, 5, 64, dtype=dtype), 1 + 0.1 * torch.randn(64, dtype=dtype)
-    assert_parity(rms_norm_reference, rms_norm_native, (x, w), tol, eps=1e-6)
+    if dtype == torch.float32:
+        assert_parity(rms_norm_reference, rms_norm_native, (x, w), FP32, eps=1e-6)
+    else:
+        assert_as_precise(rms_norm_reference, rms_norm_native, (x, w), eps=1e-6)
 
 
 @pytest.mark.parametrize("x_dtype,weight_dtype,tol", [(torch.float32, torch.float32, FP32),
