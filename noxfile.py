@@ -1,8 +1,9 @@
 """Sessions: test-core, test-core-alone, test-qwen3, test-gpt_oss, test-internvl, test-wan, test-<name> for any
 other model folder (e.g. one made by `shardzoo new-model`), tests (all shipped but those marked slow; it
 queues test-core-alone for the core's own), slow (those), matrix (every feature combination case),
-templates (every model folder scaffolded and its copy tested), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny,
-tune-internvl-tiny, tune-wan-tiny.
+templates (every model folder scaffolded and its copy tested), gpu-check-image (the GPU check's dry run with the
+GPU machine's torch and transformers), lint, bench, tune-qwen3-tiny, tune-gpt_oss-tiny, tune-internvl-tiny,
+tune-wan-tiny.
 
 torch is installed first and pinned (SHARDZOO_TORCH, default torch==2.13.0) so that nothing
 later pulls an unpinned CUDA build. On a machine without a local CPU wheel, point
@@ -172,6 +173,25 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/context_parallel_memory.py")
     session.run("python", "benchmarks/moe_layer.py")
     session.run("python", "benchmarks/tensor_parallel_comm.py")
+
+
+# The lent GPU machine's image (torch 2.11 CUDA build, transformers 5.17, no diffusers; diffusers and PyAV
+# travel with the check as wheels): the versions the GPU check meets there.
+GPU_IMAGE = ["torch==2.11.0", "transformers==5.17.0", "huggingface_hub==1.33.0", "tokenizers==0.23.2",
+             "safetensors==0.8.0", "accelerate==1.15.0", "diffusers==0.42.1", "av==18.1.0", "pyyaml", "numpy",
+             "tqdm", "pyarrow", "pillow", "requests", "pytest", "setuptools", "wheel"]
+
+
+@nox.session(name="gpu-check-image")
+def gpu_check_image(session: nox.Session) -> None:
+    """The GPU check's dry run (every stage on tiny shapes on the CPU) under the GPU machine's versions, so
+    an API those lack is found before a GPU comes. torch 2.11 from PyPI is its CUDA build: several GB to
+    download once, and it runs on the CPU."""
+    session.install(*GPU_IMAGE)
+    editable = ["-e", "core"] + [arg for m in MODELS for arg in ("-e", f"models/{m}")]
+    session.install("--no-deps", "--no-build-isolation", *editable)
+    out = Path(session.create_tmp()) / "gpu_check_dry_run"
+    session.run("bash", "benchmarks/gpu_check.sh", "--dry-run", "--out", str(out), *session.posargs, external=True)
 
 
 @nox.session(name="tune-qwen3-tiny")
