@@ -175,8 +175,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/tensor_parallel_comm.py")
 
 
-# The lent GPU machine's image (torch 2.11 CUDA build, transformers 5.17, no diffusers; diffusers and PyAV
-# travel with the check as wheels): the versions the GPU check meets there.
+# The lent GPU machine's image (torch 2.11 CUDA build, transformers 5.17), plus diffusers and PyAV, which it
+# lacks and which are installed there from wheels for the Wan stages: the versions the GPU check meets.
 GPU_IMAGE = ["torch==2.11.0", "transformers==5.17.0", "huggingface_hub==1.33.0", "tokenizers==0.23.2",
              "safetensors==0.8.0", "accelerate==1.15.0", "diffusers==0.42.1", "av==18.1.0", "pyyaml", "numpy",
              "tqdm", "pyarrow", "pillow", "requests", "pytest", "setuptools", "wheel"]
