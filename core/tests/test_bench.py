@@ -43,7 +43,7 @@ ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot
 
 
 def test_every_attention_kernel_counts_shared_key_value_heads_as_expanded_ones():
-    """torch < 2.12 rejects grouped-query shapes in its attention formulas (the GPU check's torch 2.11
+    """torch 2.11 rejects grouped-query shapes in its attention formulas (the GPU check's torch 2.11
     crashed on the Qwen3 step). Ours, for every CPU and CUDA kernel, forward and backward, give torch's
     own count of the same attention with the key/value heads repeated to the query's."""
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count

@@ -4,7 +4,7 @@ Counting what runs (rather than a per-family formula) serves every model alike: 
 cross-attention, MoE with only the routed experts. torch's counter knows matmuls; the attention
 kernels (CPU and CUDA), torch._grouped_mm and the in-place addmm_ are counted here, so a CPU step,
 a MoE step and the chunked cross-entropy are not undercounted. Attention has its own formulas
-because torch before 2.12 rejects grouped-query shapes (fewer key/value heads than query heads),
+because torch 2.11 rejects grouped-query shapes there (2.13 accepts them: fewer key/value heads),
 which every Qwen3 and GPT-OSS step has. Attention is counted at full T x T, causal or not (the
 PaLM / torchtitan convention), and its backward includes the score recompute, as torch counts it.
 """
