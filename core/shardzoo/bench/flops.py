@@ -3,10 +3,11 @@
 Counting what runs (rather than a per-family formula) serves every model alike: vision towers,
 cross-attention, MoE with only the routed experts. torch's counter knows matmuls; the attention
 kernels (CPU and CUDA), torch._grouped_mm and the in-place addmm_ are counted here, so a CPU step,
-a MoE step and the chunked cross-entropy are not undercounted. Attention has its own formulas
-because torch 2.11 rejects grouped-query shapes there (2.13 accepts them: fewer key/value heads),
-which every Qwen3 and GPT-OSS step has. Attention is counted at full T x T, causal or not (the
-PaLM / torchtitan convention), and its backward includes the score recompute, as torch counts it.
+a MoE step and the chunked cross-entropy are not undercounted. Attention has formulas of its own
+because torch 2.11's reject grouped-query shapes (fewer key/value heads than query heads, as in every
+Qwen3 and GPT-OSS step); 2.13's accept them and count as ours do. Attention is counted at full T x T,
+causal or not (the PaLM / torchtitan convention), and its backward includes the score recompute, as
+torch counts it.
 """
 
 from __future__ import annotations
