@@ -1,21 +1,18 @@
 """Every model's step benchmark runs through the shared harness (tiny preset): both sides start from
 the same weights and agree on the first loss, and our step does the reference's work, FLOP for FLOP."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 from shardzoo.bench.step import OURS, run_and_write
+from shardzoo.testing.scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = sorted(ROOT.glob("models/*/benchmarks/bench_step.py"))
 
 
 def load(path: Path):
-    spec = importlib.util.spec_from_file_location(f"bench_step_{path.parent.parent.name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.BENCHMARK
+    return load_script(path).BENCHMARK
 
 
 def test_every_model_has_a_step_benchmark():

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from shardzoo.testing.scripts import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "export_memory.py"
 
 
 def test_each_rank_peaks_far_below_one_output_file():
-    spec = importlib.util.spec_from_file_location("export_memory", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCH)
     # 572 MiB of fp32 weights in 3 files of <= 300 MB over 2 ranks (each writes its own).
     result = bench.measure(nproc=2, layers=12, hidden=1024, max_shard=300 * 2**20)
     assert result["files"] == 3, result

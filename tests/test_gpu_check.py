@@ -5,7 +5,6 @@ in `nox -s slow`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from shardzoo.testing import training_env
+from shardzoo.testing.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["op-tests", "qwen3-step", "moe-layer", "wan-step"]
@@ -50,19 +50,15 @@ def without_diffusers(tmp_path: Path) -> dict:
     return env
 
 
-def load_check(monkeypatch):
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
-    check = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_check", check)  # its dataclasses look their module up
-    spec.loader.exec_module(check)
-    return check
+def load_check():
+    return load_script(REPO / "benchmarks" / "gpu_check.py")
 
 
 def test_without_diffusers_the_wan_stage_and_run_are_skipped_and_say_so(tmp_path, monkeypatch):
     stages = dry_run(tmp_path / "out", ["wan-step"], without_diffusers(tmp_path))["stages"]
     assert stages["wan-step"]["status"] == "skipped" and "diffusers" in stages["wan-step"]["detail"]
 
-    check = load_check(monkeypatch)
+    check = load_check()
     monkeypatch.setattr(check, "diffusers_missing", lambda: "diffusers is not installed")
     commands = check.train(tmp_path, True)
     assert len(commands) == 5 and not any("models/wan/tune_tiny.sh" in c for c in commands)
@@ -84,7 +80,7 @@ def test_dry_run_trains_every_package(tmp_path):
 def test_stages_find_the_torchrun_beside_the_checks_python(tmp_path, monkeypatch):
     """The launch scripts call torchrun; a Python run by its path (its bin folder not on PATH, as PYTHON=...
     gpu_check.sh does) must still launch its own, not another environment's or none."""
-    check = load_check(monkeypatch)
+    check = load_check()
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     stage = check.Stage("where", 30, lambda folder, dry: [["bash", "-c", f"command -v torchrun > {folder}/where"]])
     assert check.run_stage(stage, tmp_path, dry=True).status == "ok"

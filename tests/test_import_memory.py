@@ -3,16 +3,15 @@ against the model size."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from shardzoo.testing.scripts import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "import_memory.py"
 
 
 def test_each_rank_peaks_below_the_full_model():
-    spec = importlib.util.spec_from_file_location("import_memory", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCH)
     result = bench.measure(nproc=2, layers=12, hidden=1024)  # 572 MiB of fp32 weights
     for r in result["ranks"]:
         growth = r["peak_rss_growth_bytes"]

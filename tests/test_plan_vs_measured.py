@@ -3,10 +3,10 @@ the planner cannot rot as the models and the trainer change. In `nox -s slow` (a
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from shardzoo.testing.scripts import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "plan_vs_measured.py"
 
@@ -14,9 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "plan_vs_measured.p
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["qwen3-recompute", "qwen3-no-recompute", "qwen3-tp2"])
 def test_plan_is_within_a_quarter_of_the_measured_peak(case):
-    spec = importlib.util.spec_from_file_location("plan_vs_measured", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCH)
     results = bench.run([case])
     result = results[case]
     # Measured +1 to +3% (plan above) on these cases; the benchmark's goal is 10%. 25% leaves room for

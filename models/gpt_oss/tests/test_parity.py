@@ -22,11 +22,15 @@ from transformers import GptOssForCausalLM as HFGptOss
 TOL = dict(atol=2e-5, rtol=2e-5)
 
 
-def _reference_applies_the_configs_limit() -> bool:
+def hf_experts(**fields):
+    """transformers' expert layer at a tiny width: its `alpha` and `limit` are what that release applies."""
     from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
 
-    config = GptOssConfig(hidden_size=8, intermediate_size=4, num_local_experts=1, swiglu_limit=0.5)
-    return GptOssExperts(config).limit == 0.5
+    return GptOssExperts(GptOssConfig(hidden_size=8, intermediate_size=4, num_local_experts=1, **fields))
+
+
+def _reference_applies_the_configs_limit() -> bool:
+    return hf_experts(swiglu_limit=0.5).limit == 0.5
 
 
 # The tiny config's limit 0.5 makes both clamps fire at the init scale; transformers releases that hard-code
@@ -75,9 +79,7 @@ def test_both_clamps_fire_and_sinks_matter():
 def test_a_config_without_the_activation_fields_gets_the_released_constants():
     """transformers 5.17 (the GPU machine's) has no swiglu_alpha / swiglu_limit fields and hard-codes
     1.702 and 7.0: our expert layer built from such a config computes what those values give."""
-    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
-
-    hf = GptOssExperts(GptOssConfig(hidden_size=8, intermediate_size=4, num_local_experts=1))
+    hf = hf_experts()
     assert (hf.alpha, hf.limit) == (SWIGLU_ALPHA, SWIGLU_LIMIT)  # transformers' defaults, field or constant
     fields = {k: v for k, v in tiny_config().to_dict().items() if k not in ("swiglu_alpha", "swiglu_limit")}
     torch.manual_seed(0)

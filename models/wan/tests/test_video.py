@@ -4,22 +4,20 @@ resized, centre-cropped and scaled to [-1, 1] as [3, T, H, W]."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from shardzoo.testing.scripts import load_script
 from shardzoo_wan.video import frame_indices, load_clip, probe_video, read_frames, resize_center_crop
 
 DATA = Path(__file__).resolve().parents[3] / "data"
 
 
 def drawn(name: str) -> np.ndarray:
-    spec = importlib.util.spec_from_file_location("make_video_data", DATA / "make_video_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(DATA / "make_video_data.py")
     row = next(r for r in json.loads((DATA / "video_sample.json").read_text()) if r["video"] == name)
     words = row["caption"].split()
     return module.clip(words[1], words[4])
